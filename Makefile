@@ -1,0 +1,49 @@
+# blade: every entry point a user or CI runs. `make help` lists the targets.
+#
+# Variables (override on the command line, e.g. `make test PYTEST_ARGS="-k kernels"`):
+#   PYTHON       interpreter used to create the virtual environment (default python3)
+#   VENV         virtual environment folder (default .venv)
+#   VENV_ARGS    extra `python -m venv` flags; `--system-site-packages` keeps a CUDA torch already
+#                installed for PYTHON (a GPU node), since setup installs torch only where none imports
+#   TORCH_SPEC   torch requirement installed when the environment has no torch (default torch==2.13.0,
+#                the CPU build on a machine without CUDA)
+#   PYTEST_ARGS  extra pytest arguments
+#   BENCH_ARGS   extra `blade bench` arguments, e.g. --quick
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_ARGS ?=
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.blade-installed
+
+.PHONY: help setup test bench bench-attention bench-masks clean-venv
+
+help:
+	@echo "make setup   create $(VENV) and install blade with its dev and notebook extras"
+	@echo "make test    run the test suite on CPU (runs setup first when needed)"
+	@echo "make bench   run the benchmarks; JSON and PNG land in results/bench/"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_ARGS) $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
+	$(PY) -c "import torch, diffusers, blade; print('torch', torch.__version__, '| diffusers', diffusers.__version__)"
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: bench-attention
+
+bench-attention: setup
+	$(PY) -m blade bench attention $(BENCH_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,31 @@
+"""blade: adaptive block-sparse attention (ASA) and sparsity-aware step distillation (TDM) for
+video diffusion transformers, after Video-BLADE (Gu et al., arXiv 2508.10774).
+
+Public names are imported lazily, so `import blade` stays cheap and does not import diffusers until
+a model-facing name is used.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY_EXPORTS = {
+    "block_sparse_attention": "blade.kernels",
+    "available_backends": "blade.kernels",
+}
+
+__all__ = ["__version__", *_LAZY_EXPORTS]
+
+
+def __getattr__(name):
+    module_name = _LAZY_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'blade' has no attribute {name!r}")
+    value = getattr(import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,3 @@
+from blade.cli import main
+
+raise SystemExit(main())
