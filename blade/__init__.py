@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY_EXPORTS = {
     "block_sparse_attention": "blade.kernels",
     "available_backends": "blade.kernels",
+    "BladeConfig": "blade.config",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
