@@ -15,8 +15,10 @@ from blade.sparsity._checks import check_attention_tensor, check_generator, chec
 
 POOLINGS = ("max", "softmax")
 
-# logits held at once while pooling, in elements (float32: 4 bytes each)
-_CHUNK_ELEMENTS = 1 << 26
+# logits held at once while pooling, in elements (float32: 4 bytes each); a 4 MiB chunk keeps the
+# pooling passes in cache. NOTE: picked on a loaded 2-core CPU where timings varied 2-10x between
+# runs (one large chunk was never faster); retune on a quiet machine or a GPU.
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def sample_block_tokens(
@@ -70,6 +72,7 @@ def estimate_block_scores(
             real tokens uses all of them; padding is never drawn.
         generator: torch.Generator for the draws (the global RNG is never touched). One set of
             positions is drawn per call and shared by every batch element and head, queries first.
+            A generator on q's device avoids a host-to-device copy of the positions.
         pooling: "max" (authors' score): for each sampled query, exp(max logit inside key block j
             minus its max over all sampled keys), then the max over the sampled queries of the block.
             "softmax": softmax over all sampled keys, summed per key block, max over sampled queries.
@@ -100,17 +103,19 @@ def estimate_block_scores(
         q_index, q_valid = sample_block_tokens(q_len, block_size, samples, generator, q.device)
         k_index, k_valid = sample_block_tokens(k_len, block_size, samples, generator, q.device)
         q_blocks, k_blocks = q_valid.shape[0], k_valid.shape[0]
-        q_sampled = q.index_select(2, q_index)  # [B, H, nq * s, D]
+        q_sampled = q.index_select(2, q_index) * scale  # [B, H, nq * s, D], scaled once here
         k_sampled = k.index_select(2, k_index).transpose(-1, -2)  # [B, H, D, nk * s]
-        key_padding = ~k_valid.reshape(-1)  # [nk * s]
+        # only a ragged last key block has padded slots; the shapes tell without a device sync
+        key_padding = None if k_len % block_size == 0 else ~k_valid.reshape(-1)  # [nk * s]
 
         rows_per_chunk = max(1, _CHUNK_ELEMENTS // (batch * heads * samples * k_blocks * samples))
         scores = []
         for start in range(0, q_blocks, rows_per_chunk):
             stop = min(start + rows_per_chunk, q_blocks)
             chunk = q_sampled[:, :, start * samples : stop * samples]  # [B, H, c * s, D]
-            logits = torch.matmul(chunk, k_sampled).float() * scale  # [B, H, c * s, nk * s]
-            logits.masked_fill_(key_padding, float("-inf"))
+            logits = torch.matmul(chunk, k_sampled).float()  # [B, H, c * s, nk * s]
+            if key_padding is not None:
+                logits.masked_fill_(key_padding, float("-inf"))
             per_query = _pool_keys(logits, k_blocks, samples, pooling)  # [B, H, c * s, nk]
             per_query = per_query.view(batch, heads, stop - start, samples, k_blocks)
             # padded query slots must not win the max over sampled queries

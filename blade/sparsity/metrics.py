@@ -1,4 +1,4 @@
-"""How good a block mask is: attention recall against dense softmax and output error against dense.
+"""Quality measures of a block mask: attention recall and output error against dense attention.
 
 These functions evaluate the dense attention matrix chunk by chunk over queries (never Lq x Lk at
 once, but Lq x Lk work in total), so they are meant for analysis and tests at moderate L.

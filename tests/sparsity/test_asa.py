@@ -28,12 +28,15 @@ def _reference(q, k, v, block_mask, *, grid, config, text_tokens=0, text_positio
     qc, kc, vc = (x.double()[:, :, order] for x in (q, k, v))  # [B, H, L, D], curve order
     length, dim, bs, n = q.shape[2], q.shape[3], config.block_size, config.pool_group
     rows = torch.arange(length) if rows is None else rows
+
     token_mask = block_mask.repeat_interleave(bs, -2).repeat_interleave(bs, -1)[..., :length, :length][..., rows, :]
     logits = qc[:, :, rows] @ kc.transpose(-1, -2) / math.sqrt(dim)  # [B, H, r, L]
     sparse_logits = logits.masked_fill(~token_mask, float("-inf"))
+
     if n == 0:
         out = torch.softmax(sparse_logits, -1) @ vc
-        return out if rows is not None and len(rows) != length else out[:, :, inverse]
+        return out if len(rows) != length else out[:, :, inverse]
+
     groups = torch.arange(length) // n  # group of each curve position
     counts = torch.bincount(groups)
     pooled_k = torch.zeros(*kc.shape[:2], len(counts), dim, dtype=torch.float64).index_add_(2, groups, kc) / counts[:, None]
@@ -41,6 +44,7 @@ def _reference(q, k, v, block_mask, *, grid, config, text_tokens=0, text_positio
     repeated_k = pooled_k.repeat_interleave(counts, dim=2)  # [B, H, L, D]
     repeated_v = pooled_v.repeat_interleave(counts, dim=2)
     global_logits = qc[:, :, rows] @ repeated_k.transpose(-1, -2) / math.sqrt(dim)
+
     if merge_grad:
         both = torch.cat([sparse_logits, global_logits], dim=-1)
         out = torch.softmax(both, -1) @ torch.cat([vc, repeated_v], dim=2)
@@ -226,3 +230,16 @@ def test_rejects_bad_inputs():
         asa_attention(q, q[:, :, :50], q[:, :, :50], grid_thw=(3, 5, 7), config=config, generator=generator)
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         asa_attention(q, q, q, grid_thw=(3, 5, 7), config=config, generator=None)
+
+
+@pytest.mark.gpu
+def test_cuda_bfloat16_matches_reference():
+    device = torch.device("cuda")
+    grid = (5, 8, 9)
+    q, k, v = (x.to(device) for x in _inputs((2, 2, 360, 64), seed=7, dtype=torch.bfloat16))
+    config = BladeConfig(block_size=64, samples_per_block=16, min_ratio=0.2, max_ratio=0.5, pool_group=15)
+    generator = torch.Generator(device=device).manual_seed(0)
+    out, stats = asa_attention(q, k, v, grid_thw=grid, config=config, generator=generator, record=True)
+    assert out.device.type == "cuda"
+    expected = _reference(q.cpu().float(), k.cpu().float(), v.cpu().float(), stats["block_mask"].cpu(), grid=grid, config=config)
+    torch.testing.assert_close(out.cpu().double(), expected, atol=3e-2, rtol=0)

@@ -70,7 +70,7 @@ def test_tile_shape_is_block_sized_and_cubic():
         assert t * h * w == block
 
 
-def test_sliding_tile_is_a_cube_window_on_aligned_tiles():
+def test_sliding_tile_cube_window():
     grid = (4, 8, 16)  # tiles of (2, 2, 4) = 16 tokens: a 2 x 4 x 4 grid of tiles, one per block
     q, k, _ = _qk(tokens=512)
     plan = strategies.sliding_tile_mask(q, k, grid_thw=grid, sparsity=1 - 27 / 32, block_size=16)
