@@ -103,11 +103,12 @@ def embed_prompts(
 
     The unique prompts (see `read_prompt_file`) are split into shards of `shard_size` rows, each
     written atomically as safetensors; index.json is written last. A file is named after a digest of
-    the cache key and its prompts, so a rerun (after an interruption, or with more prompts) reuses
-    every finished file without loading the encoder for it, and recomputes only the rest. The cache
-    key covers the weights and tokenizer files (SHA-256), the pipeline family, the encoder and
-    tokenizer classes, `max_length`, `dtype`, `padding`, the text clean-up, the negative prompt and
-    `shard_size`. Files of other keys left in `out_dir` are deleted once the run finishes.
+    the cache key and its prompts (for the negative file, its text), so a rerun (after an
+    interruption, or with more prompts) reuses every finished file without loading the encoder for
+    it, and recomputes only the rest. The cache key covers the weights and tokenizer files (SHA-256),
+    the pipeline family, the encoder and tokenizer classes, `max_length`, `dtype`, `padding`, the
+    text clean-up and `shard_size`. Files of other keys or prompts left in `out_dir` are deleted once
+    the run finishes.
 
     Args:
         model: diffusers pipeline folder with model_index.json, text_encoder/ and tokenizer/ (Wan:
@@ -150,7 +151,6 @@ def embed_prompts(
     key_fields = {
         **encoder.identity(),
         "encoder_sha256": encoder.fingerprint(),
-        "negative_prompt": negative_prompt,
         "shard_size": shard_size,
         "format_version": FORMAT_VERSION,
     }
@@ -162,7 +162,7 @@ def embed_prompts(
         for number, start in enumerate(starts)
     ]
     negative_hashes = [prompt_sha256(negative_prompt)]
-    negative_path = out_dir / f"{NEGATIVE_PREFIX}{cache_key[:16]}.safetensors"
+    negative_path = out_dir / f"{NEGATIVE_PREFIX}{_digest(cache_key, *negative_hashes)[:16]}.safetensors"
 
     pending = [
         number
@@ -189,14 +189,18 @@ def embed_prompts(
             if on_shard_written is not None:
                 on_shard_written(number, shard_paths[number])
 
-    index = _build_index(encoder, key_fields, cache_key, prompt_list, hashes, shard_paths, negative_path)
+    index = _build_index(
+        encoder, key_fields, cache_key, prompt_list, hashes, shard_paths, negative_prompt, negative_path
+    )
     save_json_atomically(out_dir / INDEX_NAME, index)
     _remove_stale_files(out_dir, {path.name for path in [*shard_paths, negative_path]})
     _log_truncation(index, prompt_list.path)
     return load_embeddings(out_dir)
 
 
-def _build_index(encoder, key_fields, cache_key, prompt_list, hashes, shard_paths, negative_path) -> dict:
+def _build_index(
+    encoder, key_fields, cache_key, prompt_list, hashes, shard_paths, negative_prompt, negative_path
+) -> dict:
     entries, shards, hidden_size = [], [], None
     shard_size = key_fields["shard_size"]
     for number, path in enumerate(shard_paths):
@@ -231,7 +235,7 @@ def _build_index(encoder, key_fields, cache_key, prompt_list, hashes, shard_path
             "duplicate_lines": [list(pair) for pair in prompt_list.duplicates],
         },
         "negative": {
-            "text": key_fields["negative_prompt"],
+            "text": negative_prompt,
             "file": negative_path.name,
             "token_length": negative_lengths[0],
             "truncated": negative_truncated[0],

@@ -125,6 +125,11 @@ class PromptEncoder:
     ):
         self.model_path = Path(model_path)
         index_path = self.model_path / "model_index.json"
+        if not self.model_path.is_dir():
+            raise FileNotFoundError(
+                f"model folder {str(self.model_path)!r} not found: pass a diffusers pipeline folder "
+                "(model_index.json, text_encoder/, tokenizer/)"
+            )
         if not index_path.is_file():
             raise FileNotFoundError(
                 f"model folder {str(self.model_path)!r} has no model_index.json: pass a diffusers pipeline "
