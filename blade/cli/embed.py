@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("--shard-size", type=int, default=256, help="prompts per shard file (default 256)")
     parser.add_argument(
         "--max-length", type=int, default=None,
-        help="tokens per embedding (default: Wan 512, CogVideoX 226, else the tokenizer's model_max_length)",
+        help="tokens per embedding (default: Wan 512, CogVideoX 226, or the tokenizer's model_max_length "
+             "when it is smaller or the pipeline is neither)",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="encoder and storage dtype")
     parser.add_argument("--device", default=None, help="encoder device (default: cuda when available, else cpu)")

@@ -119,8 +119,8 @@ def embed_prompts(
             default "" is the empty-prompt embedding, the Wan pipeline's default negative.
         batch_size: prompts per encoder call.
         shard_size: rows per shard file; the unit of resumption.
-        max_length: tokens per embedding; None takes the pipeline convention (Wan 512, CogVideoX
-            226), else the tokenizer's `model_max_length`, else the encoder config.
+        max_length: tokens per embedding. None takes the pipeline convention (Wan 512, CogVideoX
+            226) or a smaller tokenizer `model_max_length`; see `PromptEncoder`.
         dtype: "float32", "bfloat16" or "float16": the encoder's and the stored dtype.
         device: device for the encoder; None picks "cuda" when available, else "cpu".
         padding: "zero" (masked encoding, rows past the prompt exactly zero) or "encoder" (unmasked

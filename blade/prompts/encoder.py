@@ -105,8 +105,9 @@ class PromptEncoder:
 
     Args:
         model_path: pipeline folder with model_index.json, text_encoder/ and tokenizer/.
-        max_length: tokens per embedding; None takes the family's convention (Wan 512, CogVideoX
-            226), else the tokenizer's `model_max_length`, else the encoder config's
+        max_length: tokens per embedding. None takes the family's convention (Wan 512, CogVideoX
+            226) unless the tokenizer declares a smaller `model_max_length`, which then wins. Other
+            families take the tokenizer's `model_max_length`, else the encoder config's
             `n_positions` / `max_position_embeddings`.
         dtype: dtype the encoder runs in and the embeddings are returned in.
         device: device the encoder runs on.
@@ -169,10 +170,16 @@ class PromptEncoder:
             if isinstance(requested, bool) or not isinstance(requested, int) or requested < 2:
                 raise ValueError(f"max_length must be an int >= 2 (room for a token and EOS), got {requested!r}")
             return requested, "argument"
-        if self.family.max_length is not None:
-            return self.family.max_length, f"{self.family.name} pipeline convention"
         tokenizer_max = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(tokenizer_max, int) and 2 <= tokenizer_max < _UNBOUNDED_LENGTH:
+        if not (isinstance(tokenizer_max, int) and 2 <= tokenizer_max < _UNBOUNDED_LENGTH):
+            tokenizer_max = None
+        if self.family.max_length is not None:
+            # A folder whose tokenizer declares a shorter limit was built to run at that length, as
+            # the toy teacher's WanPipeline with ByT5Tokenizer(model_max_length=text_len) is.
+            if tokenizer_max is not None and tokenizer_max < self.family.max_length:
+                return tokenizer_max, "tokenizer model_max_length, below the pipeline convention"
+            return self.family.max_length, f"{self.family.name} pipeline convention"
+        if tokenizer_max is not None:
             return tokenizer_max, "tokenizer model_max_length"
         for name in ("n_positions", "max_position_embeddings"):
             value = getattr(self.encoder_config, name, None)

@@ -137,6 +137,12 @@ def test_max_length_resolution(pipeline_folders, prompt_file, tmp_path):
     other = embed_prompts(pipeline_folders["other"], prompt_file, tmp_path / "a", progress=False)
     assert other.max_length == 40  # the tokenizer's model_max_length
     assert other.truncated.tolist() == [False, False, True, False, False]
+    from tiny_text_encoders import build_pipeline_folder
+
+    toy_like = build_pipeline_folder(tmp_path, "wan", tokenizer_max_length=40)
+    toy = embed_prompts(toy_like, prompt_file, tmp_path / "toy", progress=False)
+    assert toy.max_length == 40  # below Wan's 512, so the tokenizer's limit wins
+    assert toy.index["max_length_source"] == "tokenizer model_max_length, below the pipeline convention"
     explicit = embed_prompts(pipeline_folders["wan"], prompt_file, tmp_path / "b", max_length=17, progress=False)
     assert explicit.max_length == 17
     assert explicit[0]["prompt_embeds"].shape == (17, 24)
@@ -227,7 +233,7 @@ def test_key_change_recomputes_and_cleans(pipeline_folders, prompt_file, tmp_pat
 
 
 def test_other_weights_change_key(pipeline_folders, prompt_file, tmp_path):
-    from conftest import build_pipeline_folder
+    from tiny_text_encoders import build_pipeline_folder
 
     reseeded = build_pipeline_folder(tmp_path, "wan", seed=1)
     out = tmp_path / "out"
