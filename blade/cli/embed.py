@@ -17,10 +17,12 @@ def register(subparsers) -> None:
             "folder reuses finished shards."
         ),
     )
+
     parser.add_argument("--model", required=True, help="diffusers pipeline folder (model_index.json, text_encoder/, tokenizer/)")
     parser.add_argument("--prompts", required=True, help="UTF-8 text file, one prompt per line")
     parser.add_argument("--out", required=True, help="output folder for the shards and index.json")
     parser.add_argument("--negative", default="", help="negative prompt for classifier-free guidance (default: the empty prompt)")
+
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per encoder call (default 16)")
     parser.add_argument("--shard-size", type=int, default=256, help="prompts per shard file (default 256)")
     parser.add_argument(
@@ -36,6 +38,7 @@ def register(subparsers) -> None:
              "encoder: unmasked encoding as the CogVideoX pipeline does",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     parser.set_defaults(handler=run)
 
 

@@ -102,13 +102,14 @@ def embed_prompts(
     """Embed every unique prompt of a prompt file with a pipeline folder's text encoder.
 
     The unique prompts (see `read_prompt_file`) are split into shards of `shard_size` rows, each
-    written atomically as safetensors; index.json is written last. A file is named after a digest of
-    the cache key and its prompts (for the negative file, its text), so a rerun (after an
-    interruption, or with more prompts) reuses every finished file without loading the encoder for
-    it, and recomputes only the rest. The cache key covers the weights and tokenizer files (SHA-256),
-    the pipeline family, the encoder and tokenizer classes, `max_length`, `dtype`, `padding`, the
-    text clean-up and `shard_size`. Files of other keys or prompts left in `out_dir` are deleted once
-    the run finishes.
+    written atomically as safetensors, and index.json is written last. A file is named after a
+    digest of the cache key and its prompts (for the negative file, its text). A rerun after an
+    interruption therefore reuses every finished file without loading the encoder for it. After
+    prompts are appended to the file, every full shard before them is reused too, while an insertion
+    recomputes the shards from its position on. The cache key covers the weights and tokenizer
+    files (SHA-256), the pipeline family, the encoder and tokenizer classes, `max_length`, `dtype`,
+    `padding`, the text clean-up and `shard_size`. Files of other keys or prompts left in `out_dir`
+    are deleted once the run finishes.
 
     Args:
         model: diffusers pipeline folder with model_index.json, text_encoder/ and tokenizer/ (Wan:

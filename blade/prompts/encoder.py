@@ -20,7 +20,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass(frozen=True)
 class PipelineFamily:
-    """How a pipeline family prepares text for its text encoder.
+    """Text conventions of a pipeline family: length, clean-up and masking.
 
     Attributes:
         name: "wan", "cogvideox" or "other".
@@ -37,7 +37,7 @@ class PipelineFamily:
 
 def _wan_prompt_clean(text: str) -> str:
     # The Wan pipeline unescapes HTML, fixes mojibake when ftfy is installed and collapses whitespace
-    # before tokenizing; using its own function keeps cached embeddings equal to the pipeline's.
+    # before tokenizing. Calling its own function keeps cached embeddings equal to the pipeline's.
     from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 
     return prompt_clean(text)
@@ -112,8 +112,8 @@ class PromptEncoder:
         dtype: dtype the encoder runs in and the embeddings are returned in.
         device: device the encoder runs on.
         padding: "zero" runs the encoder with the attention mask and sets every position past the
-            prompt to exactly zero (the Wan pipeline's convention); "encoder" runs it without a mask
-            and keeps the outputs at pad positions (the CogVideoX pipeline's convention).
+            prompt to exactly zero, as the Wan pipeline does. "encoder" runs it without a mask and
+            keeps the outputs at pad positions, as the CogVideoX pipeline does.
     """
 
     def __init__(

@@ -27,8 +27,8 @@ _TEMP_SUFFIX = ".tmp"
 
 
 def _write_atomically(path: Path, write) -> None:
-    # Write to a temporary file in the same folder, flush it to disk, then rename over `path`, so a
-    # reader or a resumed run sees either the old file or the complete new one, never a partial one.
+    # Write to a temporary file in the same folder, flush it to disk, then rename it over `path`. A
+    # reader or a resumed run then finds either the old file or the complete new one, never a partial one.
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     os.close(handle)
     temp_path = Path(temp_name)

@@ -292,3 +292,22 @@ def test_invalid_arguments_rejected(pipeline_folders, prompt_file, tmp_path):
         embed_prompts(tmp_path / "missing", prompt_file, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no index.json in"):
         load_embeddings(tmp_path / "nothing")
+
+
+def test_appended_prompts_reuse_full_shards(pipeline_folders, prompt_file, tmp_path):
+    folder = pipeline_folders["wan"]
+    embed_prompts(folder, prompt_file, tmp_path / "out", shard_size=2, progress=False)
+    before = _file_digests(tmp_path / "out")
+    with prompt_file.open("a", encoding="utf-8") as handle:
+        handle.write("a cyan cross moving down\n")
+
+    written = []
+    grown = embed_prompts(folder, prompt_file, tmp_path / "out", shard_size=2, progress=False,
+                          on_shard_written=lambda number, path: written.append(number))
+    assert written == [2]
+    after = _file_digests(tmp_path / "out")
+    kept = [name for name in before if name.startswith(("shard-00000", "shard-00001", "negative-"))]
+    assert len(kept) == 3
+    for name in kept:
+        assert after[name] == before[name]
+    assert grown.prompts == [*UNIQUE, "a cyan cross moving down"]
