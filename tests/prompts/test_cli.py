@@ -26,3 +26,11 @@ def test_embed_command_reports_bad_file(pipeline_folders, tmp_path, caplog):
         code = main(["embed", "--model", str(pipeline_folders["wan"]), "--prompts", str(prompts), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "bad.txt', line 2: invalid UTF-8 at byte 0" in caplog.text
+
+
+def test_public_names_exported():
+    import blade
+    import blade.prompts
+
+    assert blade.load_embeddings is load_embeddings
+    assert blade.embed_prompts is blade.prompts.embed_prompts

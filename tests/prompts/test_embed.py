@@ -84,41 +84,33 @@ def test_round_trip_and_zero_padding(pipeline_folders, prompt_file, tmp_path, fa
     assert torch.count_nonzero(reopened.negative_embeds[1:]) == 0
 
 
-def test_wan_matches_pipeline_encode(pipeline_folders, prompt_file, tmp_path):
-    """Stored Wan embeddings equal WanPipeline's own prompt encoding, including prompt_clean."""
-    from diffusers import WanPipeline
-    from transformers import ByT5Tokenizer, UMT5EncoderModel
+@pytest.mark.parametrize(
+    ("family", "pipeline_name", "padding", "length"),
+    [("wan", "WanPipeline", "zero", 512), ("cogvideox", "CogVideoXPipeline", "encoder", 226)],
+)
+def test_matches_pipeline_encode(pipeline_folders, prompt_file, tmp_path, family, pipeline_name, padding, length):
+    """Stored embeddings equal the diffusers pipeline's own prompt encoding: WanPipeline's masked,
+    prompt_clean-ed and zero-padded one, and CogVideoXPipeline's unmasked one with padding="encoder"."""
+    import diffusers
+    import transformers
 
-    folder = pipeline_folders["wan"]
-    stored = embed_prompts(folder, prompt_file, tmp_path / "out", progress=False)
-    pipe = WanPipeline(
-        tokenizer=ByT5Tokenizer.from_pretrained(folder / "tokenizer"),
-        text_encoder=UMT5EncoderModel.from_pretrained(folder / "text_encoder"),
+    folder = pipeline_folders[family]
+    stored = embed_prompts(folder, prompt_file, tmp_path / "out", padding=padding, progress=False)
+    classes = json.loads((folder / "model_index.json").read_text())
+    pipe = getattr(diffusers, pipeline_name)(
+        tokenizer=getattr(transformers, classes["tokenizer"][1]).from_pretrained(folder / "tokenizer"),
+        text_encoder=getattr(transformers, classes["text_encoder"][1]).from_pretrained(folder / "text_encoder"),
         vae=None, scheduler=None, transformer=None,
     )
     with torch.no_grad():
-        reference = pipe._get_t5_prompt_embeds(UNIQUE, max_sequence_length=512, device=torch.device("cpu"))
-    ours = torch.stack([stored[i]["prompt_embeds"] for i in range(len(stored))])
+        reference = pipe._get_t5_prompt_embeds(UNIQUE, max_sequence_length=length, device=torch.device("cpu"))
+    ours = torch.stack([stored[i]["prompt_embeds"] for i in range(len(stored))])  # [N, L, D]
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
-
-
-def test_cogvideox_encoder_padding_matches_pipeline(pipeline_folders, prompt_file, tmp_path):
-    """padding="encoder" reproduces CogVideoXPipeline's unmasked encoding of all 226 positions."""
-    from diffusers import CogVideoXPipeline
-    from transformers import T5EncoderModel, T5Tokenizer
-
-    folder = pipeline_folders["cogvideox"]
-    stored = embed_prompts(folder, prompt_file, tmp_path / "out", padding="encoder", progress=False)
-    pipe = CogVideoXPipeline(
-        tokenizer=T5Tokenizer.from_pretrained(folder / "tokenizer"),
-        text_encoder=T5EncoderModel.from_pretrained(folder / "text_encoder"),
-        vae=None, scheduler=None, transformer=None,
-    )
-    with torch.no_grad():
-        reference = pipe._get_t5_prompt_embeds(UNIQUE, max_sequence_length=226, device=torch.device("cpu"))
-    ours = torch.stack([stored[i]["prompt_embeds"] for i in range(len(stored))])
-    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
-    assert torch.count_nonzero(ours[0, stored[0]["length"]:]) > 0
+    pad_rows = torch.count_nonzero(ours[0, stored[0]["length"]:])
+    if padding == "zero":
+        assert pad_rows == 0
+    else:
+        assert pad_rows > 0
 
 
 def test_truncation_flagged_and_logged(pipeline_folders, tmp_path, caplog):
@@ -311,3 +303,17 @@ def test_appended_prompts_reuse_full_shards(pipeline_folders, prompt_file, tmp_p
     for name in kept:
         assert after[name] == before[name]
     assert grown.prompts == [*UNIQUE, "a cyan cross moving down"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(pipeline_folders, prompt_file, tmp_path):
+    folder = pipeline_folders["wan"]
+    on_cpu = embed_prompts(folder, prompt_file, tmp_path / "cpu", device="cpu", progress=False)
+    on_cuda = embed_prompts(folder, prompt_file, tmp_path / "cuda", device="cuda", progress=False)
+    assert on_cuda.index["cache_key"] == on_cpu.index["cache_key"]
+    for position in range(len(on_cpu)):
+        item = on_cuda[position]
+        assert item["prompt_embeds"].device.type == "cpu"
+        torch.testing.assert_close(item["prompt_embeds"], on_cpu[position]["prompt_embeds"], atol=1e-4, rtol=1e-4)
+        assert torch.count_nonzero(item["prompt_embeds"][item["length"]:]) == 0
