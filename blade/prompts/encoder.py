@@ -83,6 +83,18 @@ def fingerprint_folders(folders: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _load_class(class_name: str, component: str):
+    import transformers
+
+    loaded = getattr(transformers, class_name, None)
+    if loaded is None:
+        raise ValueError(
+            f"model_index.json names {class_name!r} for {component}, which transformers "
+            f"{transformers.__version__} does not provide: fix the class name in model_index.json"
+        )
+    return loaded
+
+
 def _transformers_class(model_index: dict, component: str, default: str) -> str:
     entry = model_index.get(component)
     if entry is None:
@@ -157,11 +169,11 @@ class PromptEncoder:
                 self.pipeline_class,
             )
 
-        import transformers
+        from transformers import AutoConfig
 
-        tokenizer_type = getattr(transformers, self.tokenizer_class)
+        tokenizer_type = _load_class(self.tokenizer_class, "tokenizer")
         self.tokenizer = tokenizer_type.from_pretrained(self.model_path / "tokenizer")
-        self.encoder_config = transformers.AutoConfig.from_pretrained(self.model_path / "text_encoder")
+        self.encoder_config = AutoConfig.from_pretrained(self.model_path / "text_encoder")
         self.max_length, self.max_length_source = self._resolve_max_length(max_length)
         self._encoder = None
 
@@ -212,9 +224,7 @@ class PromptEncoder:
     def encoder(self) -> torch.nn.Module:
         """The text encoder, loaded on first use in `dtype` on `device`, in eval mode."""
         if self._encoder is None:
-            import transformers
-
-            encoder_type = getattr(transformers, self.text_encoder_class)
+            encoder_type = _load_class(self.text_encoder_class, "text_encoder")
             logger.info("loading %s from %s", self.text_encoder_class, self.model_path / "text_encoder")
             self._encoder = encoder_type.from_pretrained(
                 self.model_path / "text_encoder", dtype=self.dtype, use_safetensors=True

@@ -282,6 +282,16 @@ def test_invalid_arguments_rejected(pipeline_folders, prompt_file, tmp_path):
         embed_prompts(folder, prompt_file, tmp_path, max_length=1)
     with pytest.raises(FileNotFoundError, match=r"missing' not found: pass a diffusers pipeline folder"):
         embed_prompts(tmp_path / "missing", prompt_file, tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "text_encoder").mkdir()
+    (broken / "tokenizer").mkdir()
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "tokenizer": ["transformers", "NoSuchTokenizer"]}))
+    with pytest.raises(ValueError, match=r"names 'NoSuchTokenizer' for tokenizer, which transformers .* does not provide"):
+        embed_prompts(broken, prompt_file, tmp_path)
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", "tokenizer": ["sentencepiece", "Foo"]}))
+    with pytest.raises(ValueError, match=r"component 'tokenizer' must come from 'transformers', got 'sentencepiece'"):
+        embed_prompts(broken, prompt_file, tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no index.json in"):
         load_embeddings(tmp_path / "nothing")
 
