@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from blade.prompts.encoder import PromptEncoder
@@ -75,8 +76,6 @@ def _write_rows(path: Path, rows: dict[str, torch.Tensor], cache_key: str, hashe
 
 
 def _read_row_info(path: Path) -> tuple[list[int], list[bool], int]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         lengths = handle.get_tensor("lengths").tolist()
         truncated = handle.get_tensor("truncated").tolist()
