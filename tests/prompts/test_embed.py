@@ -316,7 +316,6 @@ def test_appended_prompts_reuse_full_shards(pipeline_folders, prompt_file, tmp_p
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(pipeline_folders, prompt_file, tmp_path):
     folder = pipeline_folders["wan"]
     on_cpu = embed_prompts(folder, prompt_file, tmp_path / "cpu", device="cpu", progress=False)
