@@ -14,6 +14,8 @@ _LAZY_EXPORTS = {
     "block_sparse_attention": "blade.kernels",
     "available_backends": "blade.kernels",
     "BladeConfig": "blade.config",
+    "embed_prompts": "blade.prompts",
+    "load_embeddings": "blade.prompts",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

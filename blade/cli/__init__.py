@@ -11,7 +11,8 @@ import sys
 from importlib import import_module
 
 _SUBCOMMAND_MODULES = [
-
+    "blade.cli.bench",
+    "blade.cli.embed",
 ]
 
 

@@ -149,6 +149,17 @@ def _choose_auto(q, block_size, needs_grad, return_lse) -> str:
     return "torch"
 
 
+def resolve_backend(backend, q, block_size, *, needs_grad, return_lse) -> tuple[str, str]:
+    """Return (backend that would run, "" or the reason it cannot) for a request like `q`'s.
+
+    "auto" resolves to the backend it would choose (it always finds one); an explicit backend
+    resolves to itself, with the reason when it cannot serve the request.
+    """
+    if backend == "auto":
+        return _choose_auto(q, block_size, needs_grad, return_lse), ""
+    return backend, _unsupported_reason(backend, q, block_size, needs_grad, return_lse)
+
+
 def block_sparse_attention(q, k, v, block_mask, *, block_size=128, backend="auto", scale=None, return_lse=False):
     """Compute exact softmax attention restricted to the kept (query block, key block) pairs.
 
