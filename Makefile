@@ -46,10 +46,13 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: bench-attention
+bench: bench-attention bench-masks
 
 bench-attention: setup
 	$(PY) -m blade bench attention $(BENCH_ARGS)
+
+bench-masks: setup
+	$(PY) -m blade bench masks $(BENCH_ARGS)
 
 embed: setup
 	$(PY) -m blade embed --model $(EMBED_MODEL) --prompts $(EMBED_PROMPTS) --out $(EMBED_OUT)

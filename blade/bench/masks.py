@@ -1,6 +1,6 @@
 """`blade bench masks`: ASA against sliding-tile, radial and oracle block masks at matched sparsity.
 
-Two measurements, written to one JSON file (default results/bench/masks.json):
+Two measurements, written to masks.json (and masks.png) under results/bench/:
 
 1. Quality on structured attention inputs (`blade.bench.synthetic`, stated as synthetic in the
    JSON): for each target sparsity, attention recall and relative L2 output error against dense
@@ -14,28 +14,64 @@ Two measurements, written to one JSON file (default results/bench/masks.json):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
-import os
-import platform
-import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from blade.bench.common import describe_machine, utc_timestamp
 from blade.bench.synthetic import SyntheticAttentionSpec, synthetic_video_attention
 from blade.config import BladeConfig
+from blade.io import atomic_write_json
 from blade.sparsity import asa_attention, estimate_block_scores, metrics, select_blocks, strategies
 from blade.sparsity.layout import sequence_order
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT = Path("results/bench/masks.json")
 STATIC_STRATEGIES = ("sliding_tile", "radial")
+
+
+@dataclass(frozen=True)
+class MasksBenchSettings:
+    """What `blade bench masks` measures. Defaults are the full run (about 4 minutes on 2 cores)."""
+
+    grid: tuple[int, int, int] = (9, 24, 40)
+    heads: int = 6
+    head_dim: int = 64
+    sparsities: tuple[float, ...] = (0.5, 0.75, 0.9)
+    block_size: int = 128
+    samples_per_block: int = 16
+    pool_group: int = 30
+    backend: str = "auto"
+    timing_length: int = 16384
+    timing_heads: int = 12
+    timing_samples: tuple[int, ...] = (8, 16, 32)
+    repeats: int = 3
+    seed: int = 0
+
+    def validate(self) -> None:
+        if len(self.grid) != 3 or min(self.grid) < 1:
+            raise ValueError(f"grid must be three sizes T, H, W >= 1, got {self.grid!r}")
+        for sparsity in self.sparsities:
+            if not 0.0 <= sparsity < 1.0:
+                raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats!r}")
+
+
+QUICK_SETTINGS = MasksBenchSettings(grid=(5, 12, 16), heads=3, timing_length=4096, timing_heads=4, repeats=1)
+
+
+def settings_from_arguments(quick: bool, **overrides) -> MasksBenchSettings:
+    """Start from the full or quick settings and replace the fields given (None leaves a field as is)."""
+    base = QUICK_SETTINGS if quick else MasksBenchSettings()
+    settings = replace(base, **{name: value for name, value in overrides.items() if value is not None})
+    settings.validate()
+    return settings
 
 
 def _summary(values: torch.Tensor) -> dict:
@@ -177,15 +213,6 @@ def measure_estimation_cost(
     }
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(temporary, path)
-
-
 def _acceptance(quality: list[dict], timing: dict) -> dict:
     at = {row["strategy"]: row for row in quality if abs(row["target_sparsity"] - 0.75) < 1e-9}
     result = {}
@@ -202,32 +229,39 @@ def _acceptance(quality: list[dict], timing: dict) -> dict:
     return result
 
 
-def run_masks_benchmark(args: argparse.Namespace) -> int:
-    """Run `blade bench masks` with parsed arguments (see `register_masks`) and write the JSON."""
-    torch.manual_seed(args.seed)
-    grid = tuple(args.grid)
+def run_masks_benchmark(settings: MasksBenchSettings) -> dict:
+    """Measure mask quality on synthetic structured inputs and the cost of the estimate; return the report."""
+    settings.validate()
+    torch.manual_seed(settings.seed)
+    grid = tuple(settings.grid)
     config = BladeConfig(
-        block_size=args.block_size, samples_per_block=args.samples_per_block, pool_group=args.pool_group, seed=args.seed
+        block_size=settings.block_size,
+        samples_per_block=settings.samples_per_block,
+        pool_group=settings.pool_group,
+        seed=settings.seed,
     )
     spec = SyntheticAttentionSpec()
-    generator = torch.Generator().manual_seed(args.seed)
-    q, k, v = synthetic_video_attention(grid, heads=args.heads, head_dim=args.head_dim, generator=generator, spec=spec)
+    generator = torch.Generator().manual_seed(settings.seed)
+    q, k, v = synthetic_video_attention(grid, heads=settings.heads, head_dim=settings.head_dim, generator=generator, spec=spec)
 
     started = time.perf_counter()
-    quality = measure_quality(q, k, v, grid_thw=grid, sparsities=args.sparsities, config=config, backend=args.backend)
+    quality = measure_quality(
+        q, k, v, grid_thw=grid, sparsities=settings.sparsities, config=config, backend=settings.backend
+    )
     logger.info("quality measured in %.1f s", time.perf_counter() - started)
     timing = measure_estimation_cost(
-        length=args.timing_length,
-        heads=args.timing_heads,
-        head_dim=args.head_dim,
-        samples=args.timing_samples,
-        block_size=args.block_size,
-        repeats=args.repeats,
-        seed=args.seed,
+        length=settings.timing_length,
+        heads=settings.timing_heads,
+        head_dim=settings.head_dim,
+        samples=list(settings.timing_samples),
+        block_size=settings.block_size,
+        repeats=settings.repeats,
+        seed=settings.seed,
     )
-
-    report = {
+    return {
         "benchmark": "masks",
+        "created": utc_timestamp(),
+        "settings": dataclasses.asdict(settings),
         "inputs": {
             "kind": "synthetic",
             "note": (
@@ -235,71 +269,49 @@ def run_masks_benchmark(args: argparse.Namespace) -> int:
                 "kernel, drifting content clusters, sink tokens), not captured from a trained transformer"
             ),
             "grid_thw": list(grid),
-            "heads": args.heads,
-            "head_dim": args.head_dim,
+            "heads": settings.heads,
+            "head_dim": settings.head_dim,
             "batch": 1,
             "spec": dataclasses.asdict(spec),
-            "seed": args.seed,
         },
-        "config": {**config.to_dict(), "backend": args.backend},
-        "machine": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "config": config.to_dict(),
+        "machine": describe_machine(),
         "quality": quality,
         "estimation_cost": timing,
         "acceptance": _acceptance(quality, timing),
     }
-    output = Path(args.output)
-    _write_json_atomic(output, report)
-    logger.info("wrote %s: %s", output, report["acceptance"])
-    return 0
 
 
-def add_masks_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of `blade bench masks` to `parser`."""
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON file to write (default %(default)s)")
-    parser.add_argument("--grid", type=int, nargs=3, default=[9, 24, 40], metavar=("T", "H", "W"),
-                        help="token grid of the synthetic video (default %(default)s)")
-    parser.add_argument("--heads", type=int, default=6, help="heads of the synthetic input (default %(default)s)")
-    parser.add_argument("--head-dim", type=int, default=64, help="head dimension D (default %(default)s)")
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.75, 0.9],
-                        help="target sparsities to compare at (default %(default)s)")
-    parser.add_argument("--block-size", type=int, default=128, help="tokens per block (default %(default)s)")
-    parser.add_argument("--samples-per-block", type=int, default=16,
-                        help="sampled tokens per block for ASA's estimate (default %(default)s)")
-    parser.add_argument("--pool-group", type=int, default=30,
-                        help="tokens per pooled group of ASA's global branch; 0 disables it (default %(default)s)")
-    parser.add_argument("--backend", default="auto", help="block_sparse_attention backend (default %(default)s)")
-    parser.add_argument("--timing-length", type=int, default=16384,
-                        help="sequence length of the estimation-cost timing (default %(default)s)")
-    parser.add_argument("--timing-heads", type=int, default=12, help="heads of the timing input (default %(default)s)")
-    parser.add_argument("--timing-samples", type=int, nargs="+", default=[8, 16, 32],
-                        help="samples per block to time (default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of dense attention; the fastest is kept (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and sampling (default %(default)s)")
+def plot_report(report: dict, path: Path) -> Path:
+    """Draw output error and recall against target sparsity, one line per strategy; save a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name in sorted({row["strategy"] for row in report["quality"]}):
+        rows = sorted((row for row in report["quality"] if row["strategy"] == name), key=lambda row: row["target_sparsity"])
+        sparsities = [row["target_sparsity"] for row in rows]
+        axes[0].plot(sparsities, [row["relative_l2_error"]["mean"] for row in rows], marker="o", label=name)
+        axes[1].plot(sparsities, [row["recall"]["mean"] for row in rows], marker="o", label=name)
+    axes[0].set(title="output error vs dense (lower is better)", xlabel="target sparsity", ylabel="relative L2 error")
+    axes[1].set(title="attention recall (higher is better)", xlabel="target sparsity", ylabel="recall")
+    axes[1].legend(fontsize=8)
+    figure.suptitle(f"block masks on synthetic inputs, grid {tuple(report['inputs']['grid_thw'])}", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
 
 
-def register_masks(bench_subparsers) -> argparse.ArgumentParser:
-    """Add the `masks` subcommand to the subparsers of `blade bench`; returns its parser."""
-    parser = bench_subparsers.add_parser(
-        "masks",
-        help="compare ASA with sliding-tile, radial and oracle block masks at matched sparsity",
-        description=__doc__.split("\n\n")[0],
-    )
-    add_masks_arguments(parser)
-    parser.set_defaults(handler=run_masks_benchmark)
-    return parser
-
-
-def main(argv=None) -> int:
-    """Run the benchmark standalone: `python -m blade.bench.masks [options]`."""
-    parser = argparse.ArgumentParser(prog="python -m blade.bench.masks", description=__doc__.split("\n\n")[0])
-    add_masks_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    return run_masks_benchmark(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write masks.json and masks.png to out_dir; return their paths."""
+    out_dir = Path(out_dir)
+    return {
+        "json": atomic_write_json(out_dir / "masks.json", report),
+        "figure": plot_report(report, out_dir / "masks.png"),
+    }

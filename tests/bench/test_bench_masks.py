@@ -1,39 +1,26 @@
-import argparse
+"""`blade bench masks` on a tiny grid, and the synthetic inputs it runs on."""
+
 import json
 
 import pytest
 import torch
 
-from blade.bench.masks import add_masks_arguments, register_masks, run_masks_benchmark
+from blade.bench.masks import QUICK_SETTINGS, settings_from_arguments
 from blade.bench.synthetic import synthetic_video_attention
+from blade.cli import main
 
 
-def _quick_args(tmp_path, *extra):
-    parser = argparse.ArgumentParser()
-    add_masks_arguments(parser)
-    return parser.parse_args(
+def test_cli_writes_json_and_figure(tmp_path):
+    exit_code = main(
         [
-            "--output", str(tmp_path / "bench" / "masks.json"),
-            "--grid", "3", "8", "12",
-            "--heads", "2",
-            "--block-size", "32",
-            "--samples-per-block", "8",
-            "--pool-group", "6",
-            "--sparsities", "0.5", "0.75",
-            "--backend", "torch",
-            "--timing-length", "1024",
-            "--timing-heads", "2",
-            "--timing-samples", "8", "16",
-            "--repeats", "1",
-            *extra,
+            "bench", "masks", "--grid", "3,8,12", "--heads", "2", "--block-size", "32", "--samples-per-block", "8",
+            "--pool-group", "6", "--sparsities", "0.5,0.75", "--backend", "torch", "--timing-length", "1024",
+            "--timing-heads", "2", "--timing-samples", "8,16", "--repeats", "1", "--out-dir", str(tmp_path),
         ]
     )
-
-
-def test_masks_benchmark_writes_json(tmp_path):
-    args = _quick_args(tmp_path)
-    assert run_masks_benchmark(args) == 0
-    report = json.loads((tmp_path / "bench" / "masks.json").read_text())
+    assert exit_code == 0
+    report = json.loads((tmp_path / "masks.json").read_text())
+    assert (tmp_path / "masks.png").stat().st_size > 0
     assert report["inputs"]["kind"] == "synthetic"
     assert "SYNTHETIC" in report["inputs"]["note"]
     rows = {(row["target_sparsity"], row["strategy"]): row for row in report["quality"]}
@@ -50,18 +37,19 @@ def test_masks_benchmark_writes_json(tmp_path):
         assert asa["reported_sparsity"] == pytest.approx(1 - asa["kept_fraction"] - 1 / 6, abs=1e-4)
     timing = report["estimation_cost"]
     assert [row["samples_per_block"] for row in timing["rows"]] == [8, 16]
-    assert all(row["fraction_of_dense"] > 0 for row in timing["rows"])
+    for row in timing["rows"]:
+        expected = (row["estimate_seconds"] + row["select_seconds"]) / timing["dense_sdpa_seconds"]
+        assert row["fraction_of_dense"] == pytest.approx(expected, rel=1e-3, abs=1e-5)
     assert "estimation_fraction_16_samples" in report["acceptance"]
-    assert not list((tmp_path / "bench").glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_register_masks_sets_handler():
-    parser = argparse.ArgumentParser()
-    register_masks(parser.add_subparsers(dest="what"))
-    args = parser.parse_args(["masks", "--heads", "3"])
-    assert args.handler is run_masks_benchmark
-    assert args.heads == 3
-    assert args.sparsities == [0.5, 0.75, 0.9]
+def test_settings_from_arguments():
+    settings = settings_from_arguments(True, heads=5, grid=None)
+    assert settings.heads == 5
+    assert settings.grid == QUICK_SETTINGS.grid
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\), got 1.2"):
+        settings_from_arguments(False, sparsities=(0.5, 1.2))
 
 
 def test_synthetic_inputs_have_local_and_sink_structure():
