@@ -14,6 +14,7 @@ _LAZY_EXPORTS = {
     "block_sparse_attention": "blade.kernels",
     "available_backends": "blade.kernels",
     "BladeConfig": "blade.config",
+    "asa_attention": "blade.sparsity",
     "embed_prompts": "blade.prompts",
     "load_embeddings": "blade.prompts",
 }

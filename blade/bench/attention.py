@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from blade.bench.common import describe_machine, median, time_call, utc_timestamp
+from blade.bench.common import describe_machine, median, save_figure, time_call, utc_timestamp
 from blade.io import atomic_write_json, atomic_write_text
 from blade.kernels import block_sparse_attention, num_blocks, random_block_mask
 from blade.kernels.api import resolve_backend
@@ -217,12 +217,7 @@ def plot_report(report: dict, path: Path) -> Path:
         axis.set(title=f"{dtype}, {mode.replace('_', ' + ')}", xlabel="sparsity", ylabel="speedup over dense SDPA")
         axis.legend(fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    return save_figure(figure, path)
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, Path]:

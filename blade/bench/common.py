@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -58,3 +59,15 @@ def time_call(function, device: torch.device) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Save a matplotlib figure as PNG atomically (temporary file, then rename), close it; return the path."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    temporary.replace(path)
+    return path

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blade.bench.common import describe_machine, utc_timestamp
+from blade.bench.common import describe_machine, save_figure, utc_timestamp
 from blade.bench.synthetic import SyntheticAttentionSpec, synthetic_video_attention
 from blade.config import BladeConfig
 from blade.io import atomic_write_json
@@ -160,6 +160,10 @@ def measure_quality(
     return rows
 
 
+def _significant(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
 def _fastest_seconds(function, repeats: int) -> float:
     # the minimum is the least disturbed by other processes on a shared machine
     timings = []
@@ -194,9 +198,9 @@ def measure_estimation_cost(
             rows.append(
                 {
                     "samples_per_block": count,
-                    "estimate_seconds": round(estimate_seconds, 5),
-                    "select_seconds": round(select_seconds, 5),
-                    "fraction_of_dense": round((estimate_seconds + select_seconds) / dense_seconds, 5),
+                    "estimate_seconds": _significant(estimate_seconds),
+                    "select_seconds": _significant(select_seconds),
+                    "fraction_of_dense": _significant((estimate_seconds + select_seconds) / dense_seconds),
                 }
             )
             logger.info("samples %d: estimate + select = %.1f%% of dense", count, 100 * rows[-1]["fraction_of_dense"])
@@ -208,7 +212,7 @@ def measure_estimation_cost(
         "dtype": "float32",
         "repeats": repeats,
         "statistic": "fastest of `repeats` runs for dense, of 3 x `repeats` for estimate and select",
-        "dense_sdpa_seconds": round(dense_seconds, 5),
+        "dense_sdpa_seconds": _significant(dense_seconds),
         "rows": rows,
     }
 
@@ -300,12 +304,7 @@ def plot_report(report: dict, path: Path) -> Path:
     axes[1].legend(fontsize=8)
     figure.suptitle(f"block masks on synthetic inputs, grid {tuple(report['inputs']['grid_thw'])}", fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    return save_figure(figure, path)
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
