@@ -15,10 +15,10 @@ from blade.sparsity._checks import check_attention_tensor, check_generator, chec
 
 POOLINGS = ("max", "softmax")
 
-# logits held at once while pooling, in elements (float32: 4 bytes each); a 4 MiB chunk keeps the
-# pooling passes in cache. NOTE: picked on a loaded 2-core CPU where timings varied 2-10x between
-# runs (one large chunk was never faster); retune on a quiet machine or a GPU.
-_CHUNK_ELEMENTS = 1 << 20
+# logits held at once while pooling, in elements (float32: 4 bytes each). Among 2^20, 2^22 and 2^24,
+# 2^24 (64 MiB) was fastest for 16 and 32 samples per block at L = 16384, H = 12 (best of 5 runs, two
+# rounds, 2-core CPU). NOTE: the machine was shared and run times varied 2-3x; retune on a quiet one.
+_CHUNK_ELEMENTS = 1 << 24
 
 
 def sample_block_tokens(
