@@ -37,7 +37,7 @@ STATIC_STRATEGIES = ("sliding_tile", "radial")
 
 @dataclass(frozen=True)
 class MasksBenchSettings:
-    """What `blade bench masks` measures. Defaults are the full run (about 4 minutes on 2 cores)."""
+    """Settings of `blade bench masks`; the defaults are the full run (about 4 minutes on 2 cores)."""
 
     grid: tuple[int, int, int] = (9, 24, 40)
     heads: int = 6

@@ -1,9 +1,10 @@
 """Adaptive block-sparse attention (ASA) for one self-attention call.
 
-Video-BLADE (Gu et al., arXiv 2508.10774), "Adaptive block-sparse attention": reorder the video
-tokens along a 3D Gilbert curve, estimate block importance from sampled tokens, keep per query block
-the key blocks holding most of the estimated mass, attend exactly inside them, add a mean-pooled
-global branch for the rest, merge the two through their log-sum-exps and restore the input order.
+The steps follow Video-BLADE (Gu et al., arXiv 2508.10774). Video tokens are reordered along a 3D
+Gilbert curve, and block importance is estimated from sampled tokens. Each query block keeps the key
+blocks that hold most of the estimated mass and attends exactly inside them. A mean-pooled global
+branch covers the rest, the two branches merge through their log-sum-exps, and the output returns to
+the input order.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Block importance from sampled tokens: which key blocks matter for each query block.
 
-Step 3 of ASA (Video-BLADE, Gu et al., arXiv 2508.10774, "Adaptive block-sparse attention"): draw a
-few tokens from every query block and every key block, compute the logits between the samples only
-(about (samples / block_size)^2 of the dense QK^T cost) and pool them into one score per block pair.
+As in Video-BLADE (Gu et al., arXiv 2508.10774), a few tokens are drawn from every query block and
+every key block. Logits are computed between the samples only, about (samples / block_size)^2 of the
+dense QK^T cost, and pooled into one score per block pair.
 """
 
 from __future__ import annotations

@@ -91,8 +91,8 @@ def text_block_mask(
 ) -> torch.Tensor | None:
     """Return the blocks forced on by text tokens, bool [1, 1, nb, nb], or None without text.
 
-    Every query block sees the key blocks holding text, and the query blocks holding text see every
-    key block, as in CogVideoX's joint attention where text and video attend to each other fully.
+    Every query block attends to the key blocks that contain text, and the query blocks that contain
+    text attend to every key block. CogVideoX's joint attention lets text and video attend fully.
     Cached per argument tuple; treat the result as read-only.
     """
     if text_tokens == 0:

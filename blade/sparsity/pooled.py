@@ -24,7 +24,7 @@ def mean_pool_groups(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.T
 
     Args:
         x: [B, H, L, D].
-        group: tokens per group n >= 1; the last group holds L - (G - 1) * n tokens.
+        group: tokens per group n >= 1; the last group contains L - (G - 1) * n tokens.
 
     Returns:
         pooled: [B, H, G, D] with G = ceil(L / n), same dtype as x.
@@ -64,8 +64,8 @@ def pooled_attention(
         out: float32 [B, H, L, D].
         lse: float32 [B, H, L], natural-log sum over pooled keys of exp(logit + ln(group size)).
 
-    Queries are processed in chunks, each recomputed in backward when gradients are on, so memory
-    holds one chunk of L x ceil(L / n) logits at a time.
+    Queries are processed in chunks, and each chunk is recomputed in backward when gradients are on.
+    Memory therefore contains the logits of one chunk of queries at a time, never all L x ceil(L / n).
     """
     batch, heads, length, dim = q.shape
     scale = dim**-0.5 if scale is None else float(scale)
