@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -164,55 +165,63 @@ def _significant(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _fastest_seconds(function, repeats: int) -> float:
-    # the minimum is the least disturbed by other processes on a shared machine
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
+def _seconds(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def measure_estimation_cost(
     *, length: int, heads: int, head_dim: int, samples: list[int], block_size: int, repeats: int, seed: int
 ) -> dict:
-    """Time dense SDPA and the sampled estimate plus selection on random q, k of length `length`.
+    """Time the sampled estimate plus selection against dense SDPA on random q, k of length `length`.
 
-    The cost does not depend on the values, so random inputs suffice.
+    The cost does not depend on the values, so random inputs suffice. Each of `repeats` rounds runs
+    dense attention once, then every estimate three times and the selection three times (keeping the
+    fastest of each), and computes the round's fraction of dense time. Load that drifts on a shared
+    machine then affects both sides of a ratio alike; the median over rounds is reported.
     """
     generator = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(1, heads, length, head_dim, generator=generator) for _ in range(3))
+    dense_times = []
+    estimate_times = {count: [] for count in samples}
+    select_times = {count: [] for count in samples}
+    fractions = {count: [] for count in samples}
     with torch.no_grad():
-        dense_seconds = _fastest_seconds(lambda: F.scaled_dot_product_attention(q, k, v), repeats)
-        rows = []
-        for count in samples:
-            sampler = torch.Generator().manual_seed(seed)
-            estimate = lambda: estimate_block_scores(  # noqa: E731
-                q, k, block_size=block_size, samples_per_block=count, generator=sampler
-            )
-            scores = estimate()
-            # the estimate is cheap, so it gets more repeats than dense attention
-            estimate_seconds = _fastest_seconds(estimate, 3 * repeats)
-            select_seconds = _fastest_seconds(lambda: select_blocks(scores), 3 * repeats)
-            rows.append(
-                {
-                    "samples_per_block": count,
-                    "estimate_seconds": _significant(estimate_seconds),
-                    "select_seconds": _significant(select_seconds),
-                    "fraction_of_dense": _significant((estimate_seconds + select_seconds) / dense_seconds),
-                }
-            )
-            logger.info("samples %d: estimate + select = %.1f%% of dense", count, 100 * rows[-1]["fraction_of_dense"])
+        for _ in range(repeats):
+            dense_times.append(_seconds(lambda: F.scaled_dot_product_attention(q, k, v)))
+            for count in samples:
+                sampler = torch.Generator().manual_seed(seed)
+                estimate = lambda: estimate_block_scores(  # noqa: E731
+                    q, k, block_size=block_size, samples_per_block=count, generator=sampler
+                )
+                scores = estimate()
+                estimate_times[count].append(min(_seconds(estimate) for _ in range(3)))
+                select_times[count].append(min(_seconds(lambda: select_blocks(scores)) for _ in range(3)))
+                fractions[count].append((estimate_times[count][-1] + select_times[count][-1]) / dense_times[-1])
+
+    rows = []
+    for count in samples:
+        rows.append(
+            {
+                "samples_per_block": count,
+                "estimate_seconds": _significant(statistics.median(estimate_times[count])),
+                "select_seconds": _significant(statistics.median(select_times[count])),
+                "fraction_of_dense": _significant(statistics.median(fractions[count])),
+                "fraction_of_dense_per_round": [_significant(x) for x in fractions[count]],
+            }
+        )
+        logger.info("samples %d: estimate + select = %.1f%% of dense", count, 100 * rows[-1]["fraction_of_dense"])
     return {
         "length": length,
         "heads": heads,
         "head_dim": head_dim,
         "block_size": block_size,
         "dtype": "float32",
-        "repeats": repeats,
-        "statistic": "fastest of `repeats` runs for dense, of 3 x `repeats` for estimate and select",
-        "dense_sdpa_seconds": _significant(dense_seconds),
+        "rounds": repeats,
+        "statistic": "median over rounds; per round, dense once and the fastest of 3 runs of estimate and select",
+        "dense_sdpa_seconds": _significant(statistics.median(dense_times)),
+        "dense_sdpa_seconds_per_round": [_significant(x) for x in dense_times],
         "rows": rows,
     }
 

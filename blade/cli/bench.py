@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     masks.add_argument("--timing-length", type=int, help="sequence length of the estimate timing (default 16384)")
     masks.add_argument("--timing-heads", type=int, help="heads of the estimate timing (default 12)")
     masks.add_argument("--timing-samples", type=_comma_list(int), help="samples per block to time (default 8,16,32)")
-    masks.add_argument("--repeats", type=int, help="timed dense runs; the fastest is kept (default 3)")
+    masks.add_argument("--repeats", type=int, help="timing rounds of dense attention and the estimate; the median round is reported (default 3)")
     masks.add_argument("--seed", type=int, help="seed of the inputs and of ASA's sampling (default 0)")
     masks.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="output folder (default results/bench)")
     masks.set_defaults(handler=_run_masks)

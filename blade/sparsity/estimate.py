@@ -104,33 +104,38 @@ def estimate_block_scores(
         k_index, k_valid = sample_block_tokens(k_len, block_size, samples, generator, q.device)
         q_blocks, k_blocks = q_valid.shape[0], k_valid.shape[0]
         q_sampled = q.index_select(2, q_index) * scale  # [B, H, nq * s, D], scaled once here
-        k_sampled = k.index_select(2, k_index).transpose(-1, -2)  # [B, H, D, nk * s]
-        # only a ragged last key block has padded slots; the shapes tell without a device sync
-        key_padding = None if k_len % block_size == 0 else ~k_valid.reshape(-1)  # [nk * s]
+        # keys sample-major (slot 0 of every block, then slot 1, ...), so the reduction over a block's
+        # samples is an elementwise max of contiguous rows: about 2x faster than a max over the last dim
+        k_index = k_index.view(-1, samples).T.reshape(-1)  # [s * nk]
+        k_sampled = k.index_select(2, k_index).transpose(-1, -2)  # [B, H, D, s * nk]
+        # only ragged last blocks have padded slots; the shapes tell without a device sync
+        key_padding = None if k_len % block_size == 0 else ~k_valid.T.reshape(-1)  # [s * nk]
+        query_padding = None if q_len % block_size == 0 else ~q_valid  # [nq, s]
 
         rows_per_chunk = max(1, _CHUNK_ELEMENTS // (batch * heads * samples * k_blocks * samples))
         scores = []
         for start in range(0, q_blocks, rows_per_chunk):
             stop = min(start + rows_per_chunk, q_blocks)
             chunk = q_sampled[:, :, start * samples : stop * samples]  # [B, H, c * s, D]
-            logits = torch.matmul(chunk, k_sampled).float()  # [B, H, c * s, nk * s]
+            logits = torch.matmul(chunk, k_sampled).float()  # [B, H, c * s, s * nk]
             if key_padding is not None:
                 logits.masked_fill_(key_padding, float("-inf"))
             per_query = _pool_keys(logits, k_blocks, samples, pooling)  # [B, H, c * s, nk]
             per_query = per_query.view(batch, heads, stop - start, samples, k_blocks)
-            # padded query slots must not win the max over sampled queries
-            per_query = per_query.masked_fill(~q_valid[start:stop, :, None], 0.0)
+            if query_padding is not None:
+                # padded query slots must not win the max over sampled queries
+                per_query = per_query.masked_fill(query_padding[start:stop, :, None], 0.0)
             scores.append(per_query.amax(dim=3))  # [B, H, c, nk]
         scores = torch.cat(scores, dim=2)  # [B, H, nq, nk]
         return scores / scores.sum(dim=-1, keepdim=True)
 
 
 def _pool_keys(logits: torch.Tensor, k_blocks: int, samples: int, pooling: str) -> torch.Tensor:
-    """Reduce sampled-key logits [B, H, r, nk * s] to one value per key block [B, H, r, nk]."""
-    grouped = logits.unflatten(-1, (k_blocks, samples))  # [B, H, r, nk, s]
+    """Reduce sample-major key logits [B, H, r, s * nk] to one value per key block [B, H, r, nk]."""
+    grouped = logits.unflatten(-1, (samples, k_blocks))  # [B, H, r, s, nk]
     if pooling == "max":
-        block_max = grouped.amax(dim=-1)  # [B, H, r, nk]
+        block_max = grouped.amax(dim=-2)  # [B, H, r, nk]
         row_max = block_max.amax(dim=-1, keepdim=True)  # [B, H, r, 1]
         return torch.exp(block_max - row_max)
-    probabilities = torch.softmax(logits, dim=-1).unflatten(-1, (k_blocks, samples))
-    return probabilities.sum(dim=-1)
+    probabilities = torch.softmax(logits, dim=-1).unflatten(-1, (samples, k_blocks))
+    return probabilities.sum(dim=-2)

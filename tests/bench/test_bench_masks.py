@@ -38,8 +38,10 @@ def test_cli_writes_json_and_figure(tmp_path):
     timing = report["estimation_cost"]
     assert [row["samples_per_block"] for row in timing["rows"]] == [8, 16]
     for row in timing["rows"]:
+        # one round: the fraction is that round's estimate plus selection over its dense time
         expected = (row["estimate_seconds"] + row["select_seconds"]) / timing["dense_sdpa_seconds"]
         assert row["fraction_of_dense"] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+        assert row["fraction_of_dense_per_round"] == [row["fraction_of_dense"]]
     assert "estimation_fraction_16_samples" in report["acceptance"]
     assert not list(tmp_path.glob("*.tmp*"))
 
