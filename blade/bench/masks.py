@@ -64,7 +64,10 @@ class MasksBenchSettings:
             raise ValueError(f"repeats must be >= 1, got {self.repeats!r}")
 
 
-QUICK_SETTINGS = MasksBenchSettings(grid=(5, 12, 16), heads=3, timing_length=4096, timing_heads=4, repeats=1)
+# blocks of 32 so the small grid still has 30 blocks per row to choose from
+QUICK_SETTINGS = MasksBenchSettings(
+    grid=(5, 12, 16), heads=3, block_size=32, samples_per_block=8, timing_length=4096, timing_heads=4, repeats=1
+)
 
 
 def settings_from_arguments(quick: bool, **overrides) -> MasksBenchSettings:

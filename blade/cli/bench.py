@@ -53,7 +53,7 @@ def register(subparsers) -> None:
         "estimate against dense attention. Writes masks.json and masks.png. The full run takes about 4 "
         "minutes on a 2-core CPU; --quick about 20 s.",
     )
-    masks.add_argument("--quick", action="store_true", help="grid 5,12,16 with 3 heads; timing at L 4096 with 4 heads")
+    masks.add_argument("--quick", action="store_true", help="grid 5,12,16 with 3 heads, blocks of 32 with 8 samples; timing at L 4096 with 4 heads")
     masks.add_argument("--grid", type=_comma_list(int), help="token grid T,H,W of the synthetic input (default 9,24,40)")
     masks.add_argument("--heads", type=int, help="heads of the synthetic input (default 6)")
     masks.add_argument("--head-dim", type=int, help="head dimension, at least 53 (default 64)")
