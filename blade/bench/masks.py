@@ -38,7 +38,7 @@ STATIC_STRATEGIES = ("sliding_tile", "radial")
 
 @dataclass(frozen=True)
 class MasksBenchSettings:
-    """Settings of `blade bench masks`; the defaults are the full run (about 4 minutes on 2 cores)."""
+    """Settings of `blade bench masks`; the defaults are the full run (1.5 to 4 minutes on a 2-core CPU, by load)."""
 
     grid: tuple[int, int, int] = (9, 24, 40)
     heads: int = 6
