@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from blade.config import BladeConfig
-from blade.sparsity import asa_attention, gilbert_order
+from blade.sparsity import asa_attention, estimate_block_scores, gilbert_order
 from blade.sparsity.layout import sequence_order
 from blade.sparsity.pooled import mean_pool_groups
 
@@ -230,6 +230,20 @@ def test_rejects_bad_inputs():
         asa_attention(q, q[:, :, :50], q[:, :, :50], grid_thw=(3, 5, 7), config=config, generator=generator)
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         asa_attention(q, q, q, grid_thw=(3, 5, 7), config=config, generator=None)
+
+
+def test_no_allocation_near_length_squared():
+    """Estimation and ASA must never build an Lq x Lk tensor; the largest single allocation is checked."""
+    from torch.profiler import ProfilerActivity, profile
+
+    grid = (8, 32, 32)  # L = 8192: an L x L float32 tensor would be 256 MiB
+    q = torch.randn(1, 1, 8192, 16)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        estimate_block_scores(q, q, block_size=128, samples_per_block=16, generator=torch.Generator())
+        asa_attention(q, q, q, grid_thw=grid, config=BladeConfig(backend="torch"), generator=torch.Generator())
+    largest = max(event.cpu_memory_usage for event in profiler.events())
+    # measured: 8.6 MiB, the global branch's L x ceil(L / 30) logits
+    assert 0 < largest < 8192 * 8192 * 4 // 8
 
 
 @pytest.mark.gpu
