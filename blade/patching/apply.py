@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from blade.config import BladeConfig
-from blade.patching.common import BladeState, check_schedule
+from blade.patching.common import BladeState, check_schedule, uninstall_hook
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def remove_blade(transformer):
         raise ValueError(f"{type(model).__name__} is not patched by blade; nothing to remove")
     for attn, processor in state.original_processors:
         attn.set_processor(processor)
-    state.hook_handle.remove()
+    uninstall_hook(model)
     delattr(model, _STATE_ATTRIBUTE)
     logger.info("removed ASA from %d %s attention layers", len(state.original_processors), state.family)
     return transformer

@@ -53,7 +53,6 @@ class BladeState:
         context: the current call's context, or None before the first forward.
         recorder: the active `MaskRecorder` of `record_masks`, or None.
         original_processors: (attention module, the processor that patching replaced) pairs.
-        hook_handle: handle of the forward pre-hook.
         forward_count: number of forwards seen so far.
     """
 
@@ -63,7 +62,6 @@ class BladeState:
     context: CallContext | None = None
     recorder: Any = None
     original_processors: list[tuple[Any, Any]] = field(default_factory=list)
-    hook_handle: Any = None
     forward_count: int = 0
 
     def runs_dense(self, layer: int) -> bool:
@@ -211,26 +209,51 @@ def check_grid(dimension_names, sizes, patch_sizes, model_name) -> tuple[int, in
     return tuple(size // patch for size, patch in zip(sizes, patch_sizes))
 
 
-def install_hook(transformer, state: BladeState, grid_of: Callable, timestep_of: Callable):
-    """Register the forward pre-hook that fills `state.context` before every transformer forward.
+class CallContextHook:
+    """Forward pre-hook that fills `state.context` before every transformer forward.
+
+    A callable object rather than a closure, so `copy.deepcopy` of a patched transformer gives the
+    copy a hook that writes into the copy's own state (the processors' state is copied alongside).
 
     Args:
-        transformer: the diffusers transformer.
-        state: its BladeState.
+        state: the transformer's BladeState.
+        signature: `inspect.signature` of the transformer's forward, to read arguments by name.
         grid_of: maps the bound forward arguments to the token grid (T, H, W), raising on bad sizes.
         timestep_of: maps the bound forward arguments to the timestep argument.
     """
-    signature = inspect.signature(transformer.forward)
 
-    def set_call_context(module, args, kwargs):
-        bound = signature.bind_partial(*args, **kwargs).arguments
-        grid_thw = grid_of(bound)
-        step = step_index(timestep_of(bound), state.schedule) if state.schedule is not None else None
+    def __init__(self, state: BladeState, signature: inspect.Signature, grid_of: Callable, timestep_of: Callable):
+        self.state = state
+        self.signature = signature
+        self.grid_of = grid_of
+        self.timestep_of = timestep_of
+
+    def __call__(self, module, args, kwargs):
+        state = self.state
+        arguments = self.signature.bind_partial(*args, **kwargs).arguments
+        grid_thw = self.grid_of(arguments)
+        step = step_index(self.timestep_of(arguments), state.schedule) if state.schedule is not None else None
         state.context = CallContext(grid_thw=grid_thw, step=step, forward_index=state.forward_count)
         state.forward_count += 1
         return None
 
-    state.hook_handle = transformer.register_forward_pre_hook(set_call_context, with_kwargs=True)
+
+def install_hook(transformer, state: BladeState, grid_of: Callable, timestep_of: Callable) -> None:
+    """Register a `CallContextHook` on the transformer (see its arguments)."""
+    hook = CallContextHook(state, inspect.signature(transformer.forward), grid_of, timestep_of)
+    transformer.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def uninstall_hook(transformer) -> None:
+    """Remove every `CallContextHook` from the transformer.
+
+    Found by type instead of through the registration handle, because a handle survives
+    `copy.deepcopy` pointing at the original module's hook table.
+    """
+    for key, hook in list(transformer._forward_pre_hooks.items()):
+        if isinstance(hook, CallContextHook):
+            del transformer._forward_pre_hooks[key]
+            transformer._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
 class BladeProcessorBase:

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -244,3 +245,21 @@ def test_attention_backend_reaches_dense_path(wan_pipeline):
     transformer.set_attention_backend("native")
     for attn in attention_modules(transformer):
         assert attn.processor.original._attention_backend == "native"
+
+
+def test_deepcopy_of_patched_transformer_is_independent(wan_pipeline):
+    """A copied student (e.g. the fake-score model of distillation) must track its own calls."""
+    transformer = wan_pipeline.transformer
+    inputs = tiny_transformer_inputs(wan_pipeline)
+    expected = run(transformer, inputs)
+    apply_blade(transformer, preset("wan"))
+    sparse = run(transformer, inputs)
+
+    copied = copy.deepcopy(transformer)
+    with record_masks(copied) as recording:
+        torch.testing.assert_close(run(copied, inputs), sparse, rtol=0, atol=0)
+    assert len(recording.calls) == 2
+
+    remove_blade(copied)
+    assert torch.equal(run(copied, inputs), expected)
+    assert torch.equal(run(transformer, inputs), sparse)
