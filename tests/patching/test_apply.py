@@ -263,3 +263,12 @@ def test_deepcopy_of_patched_transformer_is_independent(wan_pipeline):
     remove_blade(copied)
     assert torch.equal(run(copied, inputs), expected)
     assert torch.equal(run(transformer, inputs), sparse)
+
+
+def test_apply_to_compiled_wrapper_patches_inner_model(wan_pipeline):
+    transformer = wan_pipeline.transformer
+    wrapper = torch.compile(transformer, backend="eager")  # compiles lazily, at the first call
+    assert apply_blade(wrapper, preset("wan")) is wrapper
+    assert all(isinstance(attn.processor, BladeWanAttnProcessor) for attn in attention_modules(transformer))
+    remove_blade(wrapper)
+    assert not any(isinstance(attn.processor, BladeWanAttnProcessor) for attn in attention_modules(transformer))
