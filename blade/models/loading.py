@@ -75,7 +75,7 @@ def load_pipeline(path, *, dtype=None, device=None):
 
     Raises:
         FileNotFoundError: the folder or its model_index.json does not exist.
-        ValueError: the folder holds an unsupported pipeline class.
+        ValueError: the folder contains an unsupported pipeline class.
         TypeError: dtype is neither None, a torch.dtype nor a known dtype name.
     """
     torch_dtype = _resolve_dtype(dtype)

@@ -28,8 +28,8 @@ def tiny_wan_pipeline(seed: int = 0, *, num_layers: int = 2, num_heads: int = 2,
         seed: seed of the weight initialisation. The global torch RNG state is restored afterwards.
         num_layers: transformer blocks.
         num_heads: attention heads per block.
-        head_dim: channels per head; the Wan rotary embedding needs a multiple of 6 plus an even rest,
-            which 32 satisfies (t, h, w split 12, 10, 10).
+        head_dim: channels per head. Wan's rotary embedding gives h and w 2 * (head_dim // 6)
+            channels each and t the rest, so 32 splits as 12, 10, 10.
 
     Returns:
         A float32 `diffusers.WanPipeline` on the CPU with a 4-channel latent space, patch (1, 2, 2)

@@ -3,7 +3,7 @@
 A patched transformer carries one `BladeState`. A forward pre-hook on the transformer fills in the
 per-call context (latent grid, denoising step, forward counter) before any block runs, because
 diffusers calls the attention processors without the model's arguments (Wan calls self-attention as
-`attn1(x, None, None, rotary_emb)`). Each patched attention module gets its own processor that knows
+`attn1(x, None, None, rotary_emb)`). Each patched attention module gets its own processor that stores
 its layer index and reads the context from the state.
 """
 
@@ -20,14 +20,15 @@ from blade.config import BladeConfig
 
 logger = logging.getLogger(__name__)
 
-# Odd multipliers of a simple polynomial hash that spreads (seed, layer, step) over 63 bits.
+# Multiplier (the 64-bit golden-ratio constant) and mask of the hash that mixes (seed, layer, step)
+# into one 63-bit generator seed.
 _SEED_MULTIPLIER = 0x9E3779B97F4A7C15
 _SEED_MASK = (1 << 63) - 1
 
 
 @dataclass
 class CallContext:
-    """What the current transformer forward looks like, set by the forward pre-hook.
+    """Shape and step of the current transformer forward, set by the forward pre-hook.
 
     Attributes:
         grid_thw: latent token grid (T, H, W) after patching.

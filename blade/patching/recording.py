@@ -35,7 +35,7 @@ class RecordedCall:
         sparsity: float32 tensor, ASA's reported sparsity for the call (0 for a dense call).
         kept_fraction: float32 tensor, fraction of key blocks kept (1 for a dense call).
         block_mask: bool [B, H_selected, n_q_blocks, n_k_blocks], or None (dense call, or the byte
-            budget was exhausted).
+            budget was exhausted). Blocks index ASA's curve-ordered sequence, not raster order.
         block_scores: float32 [B, H_selected, n_q_blocks, n_k_blocks] estimated block importance, or None.
     """
 
@@ -242,8 +242,8 @@ def record_masks(transformer, *, layers=None, heads=None, steps=None, max_bytes:
         heads: head indices whose masks and scores are kept, or None for all (sparsity covers all heads).
         steps: denoising step indices to record, or None for all; needs a schedule registered with
             `apply_blade(..., schedule=...)`.
-        max_bytes: budget for stored masks and scores (bool mask 1 byte and float32 score 4 bytes per
-            block pair); calls beyond it keep only their sparsity, with one warning.
+        max_bytes: budget for stored masks and scores, 5 bytes per block pair (1 for the bool mask,
+            4 for the float32 score). Calls beyond it keep only their sparsity, with one warning.
 
     Yields:
         A `MaskRecording` that fills while the block runs. Recorded tensors are copied to the CPU,
@@ -259,7 +259,7 @@ def record_masks(transformer, *, layers=None, heads=None, steps=None, max_bytes:
     if state is None:
         raise ValueError("record_masks needs a transformer patched with blade.apply_blade(transformer, config)")
     if state.recorder is not None:
-        raise ValueError("a record_masks block is already active on this transformer; nest none")
+        raise ValueError("a record_masks block is already active on this transformer; exit it before starting another")
     layers = _check_indices("layers", layers, num_layers(transformer))
     heads = _check_indices("heads", heads, num_heads(transformer))
     if steps is not None and state.schedule is None:
