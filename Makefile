@@ -25,7 +25,7 @@ STAMP := $(VENV)/.blade-installed
 help:
 	@echo "make setup   create $(VENV) and install blade with its dev and notebook extras"
 	@echo "make test    run the test suite on CPU (runs setup first when needed)"
-	@echo "make bench   run the benchmarks; JSON and PNG land in results/bench/"
+	@echo "make bench   run the benchmarks; JSON and PNG land in results/bench/ (BENCH_ARGS=--quick for a short run)"
 
 setup: $(STAMP)
 

@@ -1,13 +1,24 @@
-"""Shared fixtures: tiny seeded Wan and CogVideoX pipelines, saved once per session and loaded back
-through `blade.models.load_pipeline`, as a user would load a downloaded pipeline folder."""
+"""Shared fixtures: the gpu marker, and tiny seeded Wan and CogVideoX pipelines, saved once per
+session and loaded back through `blade.models.load_pipeline`, as a user would load a downloaded
+pipeline folder."""
 
 import copy
 
 import pytest
+import torch
 
 from blade.models import load_pipeline, tiny_cogvideox_pipeline, tiny_wan_pipeline
 
 _BUILDERS = {"wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline}
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture(scope="session")
