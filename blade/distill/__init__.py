@@ -1,0 +1,47 @@
+"""Sparsity-aware TDM step distillation: a LoRA student with ASA learns K-step sampling from a dense teacher."""
+
+from blade.distill.losses import FakeLossGuard, classifier_free_guidance, fake_score_loss, pseudo_huber_constant, student_loss
+from blade.distill.sampling import (
+    Rollout,
+    mix_noise,
+    renoise,
+    sample_segment,
+    sample_timesteps,
+    segment_bounds,
+    student_rollout,
+)
+from blade.distill.schedules import (
+    FlowMatchSchedule,
+    VPredictionSchedule,
+    add_noise,
+    ddpm_alphas_cumprod,
+    diffuse_forward,
+    flow_sigma,
+    flow_to_x0_eps,
+    schedule_from_scheduler,
+    v_prediction_to_x0_eps,
+)
+
+__all__ = [
+    "FakeLossGuard",
+    "FlowMatchSchedule",
+    "Rollout",
+    "VPredictionSchedule",
+    "add_noise",
+    "classifier_free_guidance",
+    "ddpm_alphas_cumprod",
+    "diffuse_forward",
+    "fake_score_loss",
+    "flow_sigma",
+    "flow_to_x0_eps",
+    "mix_noise",
+    "pseudo_huber_constant",
+    "renoise",
+    "sample_segment",
+    "sample_timesteps",
+    "schedule_from_scheduler",
+    "segment_bounds",
+    "student_rollout",
+    "student_loss",
+    "v_prediction_to_x0_eps",
+]
