@@ -21,6 +21,8 @@ _LAZY_EXPORTS = {
     "set_schedule": "blade.patching",
     "record_masks": "blade.patching",
     "load_recording": "blade.patching",
+    "DistillConfig": "blade.distill",
+    "load_lora": "blade.distill",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

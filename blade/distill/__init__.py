@@ -1,5 +1,10 @@
 """Sparsity-aware TDM step distillation: a LoRA student with ASA learns K-step sampling from a dense teacher."""
 
+from blade.distill.config import DistillConfig
+from blade.distill.lora_files import LORA_WEIGHT_NAME, load_lora, save_lora
+from blade.distill.loop import TrainResult, train
+from blade.distill.models import DistillModels, asa_disabled
+from blade.distill.data import PromptBatches
 from blade.distill.losses import FakeLossGuard, classifier_free_guidance, fake_score_loss, pseudo_huber_constant, student_loss
 from blade.distill.sampling import (
     Rollout,
@@ -23,6 +28,15 @@ from blade.distill.schedules import (
 )
 
 __all__ = [
+    "DistillConfig",
+    "DistillModels",
+    "LORA_WEIGHT_NAME",
+    "PromptBatches",
+    "TrainResult",
+    "asa_disabled",
+    "load_lora",
+    "save_lora",
+    "train",
     "FakeLossGuard",
     "FlowMatchSchedule",
     "Rollout",

@@ -50,8 +50,16 @@ def save_lora(transformer, folder: str | Path, adapter_name: str = "student") ->
     if not state:
         raise ValueError(f"transformer has no LoRA weights for adapter {adapter_name!r}")
     state = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+    # The adapter's LoraConfig travels in the file's metadata: without it the loader assumes
+    # alpha = rank and rescales every LoRA whose alpha differs from its rank.
+    metadata = {
+        key: sorted(value) if isinstance(value, (set, frozenset)) else value
+        for key, value in transformer.peft_config[adapter_name].to_dict().items()
+    }
     with tempfile.TemporaryDirectory(dir=folder, prefix=".lora-") as temp:
-        _pipeline_class(transformer).save_lora_weights(temp, transformer_lora_layers=state, safe_serialization=True)
+        _pipeline_class(transformer).save_lora_weights(
+            temp, transformer_lora_layers=state, safe_serialization=True, transformer_lora_adapter_metadata=metadata
+        )
         target = folder / LORA_WEIGHT_NAME
         os.replace(Path(temp) / LORA_WEIGHT_NAME, target)
     return target

@@ -1,0 +1,88 @@
+"""The distillation loop on the tiny Wan teacher: outputs, exact resume, the guard, the CLI."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from blade.cli import main as cli_main
+from blade.distill import checkpoints, load_lora, train
+from blade.distill import loop as loop_module
+from blade.models import tiny_transformer_inputs, tiny_wan_pipeline
+from blade import apply_blade
+from tests.distill.conftest import tiny_config
+
+
+def _losses(rows):
+    return [(row["step"], row["loss_fake"], row["loss_student"]) for row in rows]
+
+
+def test_resume_after_a_crash_continues_exactly(wan_embeddings, tmp_path, monkeypatch):
+    """Losses after resuming must equal the uninterrupted run's: LoRAs, optimizers, schedulers, RNG and data order."""
+    settings = dict(gradient_accumulation_steps=2, gradient_checkpointing=True, fake_loss_threshold=1.9)
+    reference = train(tiny_config(wan_embeddings, tmp_path / "reference", **settings))
+    assert [row["step"] for row in reference.metrics] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(_losses(reference.metrics))).all() for _ in [0])
+
+    original_save = loop_module._Trainer.save
+
+    def save_then_crash(trainer, root):
+        path = original_save(trainer, root)
+        if trainer.step == 2:
+            raise KeyboardInterrupt("simulated crash after the step-2 checkpoint")
+        return path
+
+    config = tiny_config(wan_embeddings, tmp_path / "resumed", **settings)
+    monkeypatch.setattr(loop_module._Trainer, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(loop_module._Trainer, "save", original_save)
+    resumed = train(config, resume=True)
+
+    assert _losses(resumed.metrics) == _losses(reference.metrics)[2:]
+    assert resumed.fake_skipped == reference.fake_skipped
+    assert resumed.student_lora.keys() == reference.student_lora.keys()
+    assert all(torch.equal(resumed.student_lora[k], reference.student_lora[k]) for k in reference.student_lora)
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert _losses(rows) == _losses(reference.metrics)
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "resumed" / "checkpoints")] == [
+        "checkpoint-0000002", "checkpoint-0000004"
+    ]
+
+
+def test_guard_skips_every_abnormal_fake_update(wan_embeddings, tmp_path):
+    result = train(tiny_config(wan_embeddings, tmp_path, max_train_steps=2, fake_loss_threshold=1e-6))
+    assert result.fake_skipped == 2
+    assert [row["fake_updates_kept"] for row in result.metrics] == [0, 0]
+    tensors = load_file(str(checkpoints.latest_checkpoint(tmp_path / "checkpoints") / "state.safetensors"))
+    fake_b = [t for name, t in tensors.items() if name.startswith("lora.fake.") and t.abs().sum() == 0]
+    student_b_moved = [t for name, t in tensors.items() if name.startswith("lora.student.")]
+    # lora_B starts at zero: an untouched fake adapter still has half its tensors zero.
+    assert len(fake_b) == len(student_b_moved) // 2
+    assert any(t.abs().sum() > 0 for t in student_b_moved[1::2])
+
+
+def test_cli_trains_and_the_student_lora_loads_into_a_patched_pipeline(wan_embeddings, tmp_path):
+    config = tiny_config(wan_embeddings, tmp_path / "run", max_train_steps=2, mixed_precision="bf16").to_dict()
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    assert cli_main(["distill", "--config", str(config_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_train_steps"] == 2
+
+    pipeline = tiny_wan_pipeline(seed=0)
+    inputs = tiny_transformer_inputs(pipeline, batch_size=1, latent_frames=3, latent_height=6, latent_width=10)
+    apply_blade(pipeline.transformer, tiny_config(wan_embeddings, tmp_path).blade_config())
+    with torch.no_grad():
+        before = pipeline.transformer(**inputs)[0]
+        assert load_lora(pipeline, tmp_path / "run") == 16
+        after = pipeline.transformer(**inputs)[0]
+    assert not torch.allclose(before, after, atol=1e-6)
+
+
+def test_cli_rejects_a_bad_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_step: 8\n")
+    assert cli_main(["distill", "--config", str(bad)]) == 2
