@@ -19,7 +19,8 @@ def load_teacher(model: str, *, seed: int = 0):
 
     Args:
         model: a diffusers pipeline folder (WanPipeline or CogVideoXPipeline in model_index.json), or
-            "tiny-wan" / "tiny-cogvideox" for `blade.models.tiny_*_pipeline(seed)`.
+            "tiny-wan" / "tiny-cogvideox" for `blade.models.tiny_*_pipeline(seed)` (the tiny CogVideoX
+            with a v-prediction scheduler, as CogVideoX-5B).
         seed: weight seed of the tiny pipelines.
 
     Returns:
@@ -29,7 +30,14 @@ def load_teacher(model: str, *, seed: int = 0):
     if model in TINY_MODELS:
         from blade.models import tiny_cogvideox_pipeline, tiny_wan_pipeline
 
-        return (tiny_wan_pipeline if model == "tiny-wan" else tiny_cogvideox_pipeline)(seed)
+        if model == "tiny-wan":
+            return tiny_wan_pipeline(seed)
+        from diffusers import CogVideoXDDIMScheduler
+
+        pipeline = tiny_cogvideox_pipeline(seed)
+        # The released CogVideoX-5B predicts v; the tiny builder keeps diffusers' epsilon default.
+        pipeline.scheduler = CogVideoXDDIMScheduler.from_config(pipeline.scheduler.config, prediction_type="v_prediction")
+        return pipeline
     folder = Path(model)
     index = folder / "model_index.json"
     if not index.is_file():
