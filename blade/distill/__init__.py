@@ -5,6 +5,7 @@ from blade.distill.lora_files import LORA_WEIGHT_NAME, load_lora, save_lora
 from blade.distill.loop import TrainResult, train
 from blade.distill.models import DistillModels, asa_disabled
 from blade.distill.data import PromptBatches
+from blade.distill.inference import student_latents
 from blade.distill.losses import FakeLossGuard, classifier_free_guidance, fake_score_loss, pseudo_huber_constant, student_loss
 from blade.distill.sampling import (
     Rollout,
@@ -56,6 +57,7 @@ __all__ = [
     "schedule_from_scheduler",
     "segment_bounds",
     "student_rollout",
+    "student_latents",
     "student_loss",
     "v_prediction_to_x0_eps",
 ]

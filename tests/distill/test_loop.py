@@ -124,3 +124,14 @@ def test_teacher_cfg_matches_two_calls_of_the_unpatched_model(wan_embeddings, tm
     velocity = uncond + 5.0 * (cond - uncond)
     sigma = schedule.coefficients(t)[1].float().reshape(2, 1, 1, 1, 1)
     torch.testing.assert_close(guided, x_t - sigma * velocity, rtol=0, atol=1e-5)
+
+
+def test_gradient_checkpointing_changes_nothing(wan_embeddings, tmp_path):
+    """Recomputation in backward runs under the student role; a wrong adapter there would change the LoRA."""
+    plain = train(tiny_config(wan_embeddings, tmp_path / "plain", max_train_steps=2, checkpoint_every=0))
+    recomputed = train(tiny_config(wan_embeddings, tmp_path / "ckpt", max_train_steps=2, checkpoint_every=0,
+                                   gradient_checkpointing=True))
+    for key, value in plain.student_lora.items():
+        torch.testing.assert_close(recomputed.student_lora[key], value, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(_losses(recomputed.metrics)), torch.tensor(_losses(plain.metrics)),
+                               rtol=0, atol=1e-6)
