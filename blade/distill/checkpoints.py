@@ -84,7 +84,7 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict, prefix: st
 
 
 def write_checkpoint(accelerator, root: str | Path, step: int, tensors: dict, state: dict, rng_tensors: dict, keep: int) -> Path:
-    """Write a checkpoint collectively from every rank; rank 0 writes the shared files.
+    """Write a checkpoint together from every rank. Rank 0 writes the shared files.
 
     Args:
         accelerator: the run's `accelerate.Accelerator`.
@@ -93,7 +93,7 @@ def write_checkpoint(accelerator, root: str | Path, step: int, tensors: dict, st
         tensors: shared tensors (identical on every rank).
         state: JSON-ready shared state.
         rng_tensors: this rank's generator states.
-        keep: checkpoints to keep; older ones are deleted after the new one is in place.
+        keep: number of newest checkpoints to keep. Older ones are deleted once the new one is in place.
 
     Returns:
         The checkpoint folder.

@@ -1,6 +1,6 @@
 """The TDM training loop, driven by `accelerate` on one CPU, several processes or several GPUs.
 
-One iteration (see /shared/docs/METHOD.md, "TDM distillation") per optimizer step:
+One TDM iteration (Video-BLADE, arXiv 2508.10774, after TDM) per optimizer step:
   1. for each micro-batch, a no-grad student rollout far enough to reach two drawn segments;
   2. fake-score update on the first segment of every micro-batch (skipped when the loss, averaged
      over ranks, exceeds the guard's threshold);

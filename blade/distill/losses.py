@@ -135,7 +135,7 @@ class FakeLossGuard:
         self.skipped = 0
 
     def keep(self, loss: torch.Tensor) -> bool:
-        """Return whether to apply the update of `loss` (a scalar, already averaged over ranks); count a skip.
+        """Return whether to apply the update of `loss` (a scalar, already averaged over ranks), counting skips.
 
         NOTE: this reads one scalar to the host per fake update, a device sync: the decision to step
         or not has to be made on the host, identically on every rank.

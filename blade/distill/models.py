@@ -42,8 +42,8 @@ def asa_disabled(transformer):
     Swaps the patched transformer's ASA config for one that lists every layer as dense, so each
     patched processor calls the original diffusers processor (exactly the unpatched computation).
 
-    NOTE: this writes `BladeState.config` of blade.patching; a public `blade.patching` switch
-    (e.g. `dense_attention(transformer)`) would replace it.
+    NOTE: this writes the private `BladeState.config` of blade.patching. A public switch in
+    blade.patching (e.g. `dense_attention(transformer)`) should replace it.
 
     Args:
         transformer: a transformer patched with `blade.apply_blade`.
@@ -180,7 +180,7 @@ class DistillModels:
         return self._parameters[adapter]
 
     def _make_trainable(self):
-        # peft flips requires_grad when adapters are switched; both adapters stay trainable here, and
+        # peft flips requires_grad when adapters are switched. Both adapters stay trainable here, so
         # torch.no_grad around the calls that must not train decides what gets gradients.
         for parameters in self._parameters.values():
             for parameter in parameters:

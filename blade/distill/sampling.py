@@ -3,7 +3,7 @@
 Segments are numbered in execution order k = 0 .. K-1 (the paper's i = K - k). Segment k starts at
 t_start = floor(N (K - k) / K) - 1 and ends at t_end = floor(N (K - k - 1) / K) - 1, so for K = 8 and
 N = 1000 the starts are 999, 874, ..., 124 and the last segment ends at -1, the clean sample. Every
-random draw takes an explicit generator; segment indices and timesteps are drawn on the CPU.
+random draw takes an explicit generator. Segment indices and timesteps are drawn on the CPU.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def mix_noise(eps_hat: torch.Tensor, eta: float, generator: torch.Generator) -> 
 
     Args:
         eps_hat: [B, ...] noise predicted by the student.
-        eta: in [0, 1]; 1 is deterministic (DDIM-like), 0 draws entirely fresh noise.
+        eta: weight in [0, 1]. 1 keeps the predicted noise (deterministic, DDIM-like), 0 draws fresh noise.
         generator: generator of z.
 
     Returns:
