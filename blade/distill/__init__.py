@@ -5,7 +5,7 @@ from blade.distill.lora_files import LORA_WEIGHT_NAME, load_lora, save_lora
 from blade.distill.loop import TrainResult, train
 from blade.distill.models import DistillModels, asa_disabled
 from blade.distill.data import PromptBatches
-from blade.distill.inference import student_latents
+from blade.distill.inference import decode_latents, student_latents
 from blade.distill.losses import FakeLossGuard, classifier_free_guidance, fake_score_loss, pseudo_huber_constant, student_loss
 from blade.distill.sampling import (
     Rollout,
@@ -45,6 +45,7 @@ __all__ = [
     "add_noise",
     "classifier_free_guidance",
     "ddpm_alphas_cumprod",
+    "decode_latents",
     "diffuse_forward",
     "fake_score_loss",
     "flow_sigma",

@@ -3,6 +3,7 @@
 A checkpoint is a folder `checkpoint-<step>` holding
     state.safetensors      LoRA weights of both adapters and both optimizers' tensors
     state.json             step, config, optimizer param groups, scheduler states, counters
+    pytorch_lora_weights.safetensors  the student LoRA in diffusers format (for sampling at a checkpoint)
     rng-rank<r>.safetensors  the random generator states of rank r
 It is assembled in a `.partial` folder and renamed into place, so a crash leaves either no checkpoint
 or a complete one. Nothing is unpickled when loading.
@@ -83,7 +84,9 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict, prefix: st
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def write_checkpoint(accelerator, root: str | Path, step: int, tensors: dict, state: dict, rng_tensors: dict, keep: int) -> Path:
+def write_checkpoint(
+    accelerator, root: str | Path, step: int, tensors: dict, state: dict, rng_tensors: dict, keep: int, write_extra=None
+) -> Path:
     """Write a checkpoint together from every rank. Rank 0 writes the shared files.
 
     Args:
@@ -94,6 +97,7 @@ def write_checkpoint(accelerator, root: str | Path, step: int, tensors: dict, st
         state: JSON-ready shared state.
         rng_tensors: this rank's generator states.
         keep: number of newest checkpoints to keep. Older ones are deleted once the new one is in place.
+        write_extra: optional callable run on rank 0 with the unfinished folder, for further files.
 
     Returns:
         The checkpoint folder.
@@ -110,6 +114,8 @@ def write_checkpoint(accelerator, root: str | Path, step: int, tensors: dict, st
     if accelerator.is_main_process:
         atomic_save_safetensors(partial / STATE_TENSORS, tensors)
         atomic_write_json(partial / STATE_JSON, {**state, "world_size": accelerator.num_processes})
+        if write_extra is not None:
+            write_extra(partial)
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)

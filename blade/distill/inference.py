@@ -51,3 +51,26 @@ def student_latents(
         return schedule.to_x0_eps(output, latents, t)
 
     return student_rollout(denoise, noise, schedule, num_steps, eta, generator).states[-1]
+
+
+@torch.no_grad()
+def decode_latents(pipeline, latents: torch.Tensor):
+    """Decode [B, C, F, H, W] latents with the pipeline's VAE into videos, as its `__call__` would.
+
+    Args:
+        pipeline: a Wan or CogVideoX pipeline with its VAE.
+        latents: [B, C, F, H, W] clean latents (e.g. from `student_latents`).
+
+    Returns:
+        float32 numpy array [B, frames, height, width, 3] in [0, 1].
+    """
+    vae = pipeline.vae
+    latents = latents.to(vae.device, vae.dtype)
+    if type(pipeline).__name__ == "CogVideoXPipeline":
+        video = pipeline.decode_latents(latents.transpose(1, 2))  # wants [B, F, C, H, W]
+    else:
+        channels = latents.shape[1]
+        mean = torch.tensor(vae.config.latents_mean, device=latents.device, dtype=latents.dtype).view(1, channels, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(1, channels, 1, 1, 1)
+        video = vae.decode(latents * std + mean, return_dict=False)[0]
+    return pipeline.video_processor.postprocess_video(video, output_type="np")

@@ -276,7 +276,10 @@ class _Trainer:
         }
         rng = {"cpu_generator": self.cpu_generator.get_state(), "noise_generator": self.noise_generator.get_state(),
                "torch": torch.get_rng_state()}
-        return checkpoints.write_checkpoint(self.accelerator, root, self.step, tensors, state, rng, self.config.keep_checkpoints)
+        return checkpoints.write_checkpoint(
+            self.accelerator, root, self.step, tensors, state, rng, self.config.keep_checkpoints,
+            write_extra=lambda folder: save_lora(self.transformer, folder, adapter_name="student"),
+        )
 
     def load(self, path):
         tensors, state, rng = checkpoints.read_checkpoint(path, self.accelerator.process_index)

@@ -136,3 +136,15 @@ def test_inference_reproduces_the_training_rollout(wan_setup, tmp_path):
     load_lora(fresh, tmp_path)
     sampled = student_latents(fresh, embeds, shape, num_steps=4, eta=0.9, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(sampled, trained, rtol=0, atol=1e-4)
+
+
+def test_decode_latents_matches_the_pipeline_output():
+    from blade.distill.inference import decode_latents
+
+    pipeline = tiny_wan_pipeline(seed=0)
+    settings = dict(prompt="a red cube", num_inference_steps=2, height=32, width=48, num_frames=5, guidance_scale=1.0)
+    latents = pipeline(**settings, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    video = pipeline(**settings, generator=torch.Generator().manual_seed(0), output_type="np").frames
+    decoded = decode_latents(pipeline, latents)
+    assert decoded.shape == video.shape == (1, 5, 32, 48, 3)
+    assert abs(decoded - video).max() < 1e-5
