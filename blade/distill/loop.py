@@ -36,6 +36,8 @@ from blade.distill.teacher import load_teacher
 logger = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
+# Settings a resumed run may change; every other setting must match the checkpoint's.
+_RESUMABLE_CHANGES = {"max_train_steps", "output_dir", "checkpoint_every", "keep_checkpoints", "log_every", "num_workers"}
 # Distinct, fixed offsets so that the noise of different ranks never coincides.
 _RANK_SEED_STRIDE = 1_000_003
 
@@ -283,6 +285,14 @@ class _Trainer:
 
     def load(self, path):
         tensors, state, rng = checkpoints.read_checkpoint(path, self.accelerator.process_index)
+        current = self.config.to_dict()
+        changed = sorted(key for key in current if key not in _RESUMABLE_CHANGES and state["config"].get(key) != current[key])
+        if changed:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was trained with other settings for {changed} "
+                f"(checkpoint: {[state['config'].get(key) for key in changed]}, now: {[current[key] for key in changed]}); "
+                "resume with the checkpoint's config or start a new output_dir"
+            )
         if state["world_size"] != self.accelerator.num_processes:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written by {state['world_size']} processes, this run has "

@@ -51,6 +51,12 @@ def test_resume_after_a_crash_continues_exactly(wan_embeddings, tmp_path, monkey
     ]
 
 
+def test_resume_rejects_changed_settings(wan_embeddings, tmp_path):
+    train(tiny_config(wan_embeddings, tmp_path, max_train_steps=2))
+    with pytest.raises(ValueError, match=r"other settings for \['eta'\]"):
+        train(tiny_config(wan_embeddings, tmp_path, max_train_steps=3, eta=0.5), resume=True)
+
+
 def test_guard_skips_every_abnormal_fake_update(wan_embeddings, tmp_path):
     result = train(tiny_config(wan_embeddings, tmp_path, max_train_steps=2, fake_loss_threshold=1e-6))
     assert result.fake_skipped == 2
