@@ -18,7 +18,7 @@ def test_dense_config_matches_unpatched(tiny_pipeline, model_family, batch_size)
     inputs = tiny_transformer_inputs(tiny_pipeline, batch_size=batch_size)
     expected = run(transformer, inputs)
 
-    apply_blade(transformer, dense_config())
+    apply_blade(transformer, dense_config(backend="auto"))
     with record_masks(transformer) as recording:
         actual = run(transformer, inputs)
 
