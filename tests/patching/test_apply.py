@@ -272,3 +272,11 @@ def test_apply_to_compiled_wrapper_patches_inner_model(wan_pipeline):
     assert all(isinstance(attn.processor, BladeWanAttnProcessor) for attn in attention_modules(transformer))
     remove_blade(wrapper)
     assert not any(isinstance(attn.processor, BladeWanAttnProcessor) for attn in attention_modules(transformer))
+
+
+def test_rejects_latents_without_five_axes(wan_pipeline):
+    apply_blade(wan_pipeline.transformer, preset("wan"))
+    inputs = tiny_transformer_inputs(wan_pipeline)
+    inputs["hidden_states"] = inputs["hidden_states"][:, :, 0]
+    with pytest.raises(ValueError, match=r"expects hidden_states \[B, C, F, H, W\], got shape \(1, 4, 14, 18\)"):
+        run(wan_pipeline.transformer, inputs)
