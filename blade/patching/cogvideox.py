@@ -42,7 +42,7 @@ class BladeCogVideoXAttnProcessor(BladeProcessorBase):
                 _warn_mask_once()
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         if self.state.runs_dense(self.layer):
-            self.record_dense()
+            self.record_dense(hidden_states.shape[0], attn.heads)
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
         text_tokens = encoder_hidden_states.size(1)

@@ -203,9 +203,14 @@ def check_grid(dimension_names, sizes, patch_sizes, model_name) -> tuple[int, in
         if size % patch or size == 0:
             lower = max(patch, size - size % patch)
             upper = lower + patch if size >= lower else lower
+            valid = sorted({lower, upper})
+            pixels = ""
+            if name in ("height", "width"):
+                # Both Wan2.1's and CogVideoX's VAEs downsample 8x in space.
+                pixels = f" (pixel {name} {' or '.join(str(8 * value) for value in valid)} with an 8x VAE)"
             raise ValueError(
                 f"latent {name} {size} is not divisible by the patch size {patch} of {model_name}; "
-                f"valid nearby latent {name} values are {sorted({lower, upper})}; resize the video or latents"
+                f"valid nearby latent {name} values are {valid}{pixels}; resize the video or latents"
             )
     return tuple(size // patch for size, patch in zip(sizes, patch_sizes))
 
@@ -354,9 +359,9 @@ class BladeProcessorBase:
             recorder.add(self.layer, context, stats)
         return out
 
-    def record_dense(self):
-        """Record a dense call (sparsity 0) when the active recorder selects it."""
+    def record_dense(self, batch_size: int, heads: int):
+        """Record a dense call (sparsity 0 for each of the [batch_size, heads] pairs) if it is selected."""
         recorder = self.state.recorder
         context = self.state.context
         if recorder is not None and context is not None and recorder.wants(self.layer, context):
-            recorder.add_dense(self.layer, context)
+            recorder.add_dense(self.layer, context, batch_size, heads)

@@ -39,7 +39,7 @@ class BladeWanAttnProcessor(BladeProcessorBase):
             # Not the self-attention call this processor was installed for: leave it to diffusers.
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if self.state.runs_dense(self.layer):
-            self.record_dense()
+            self.record_dense(hidden_states.shape[0], attn.heads)
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
         if getattr(attn, "fused_projections", False):

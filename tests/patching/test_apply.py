@@ -133,6 +133,7 @@ def test_dense_layers_run_the_original_processor(wan_pipeline):
         run(transformer, tiny_transformer_inputs(wan_pipeline))
     assert [(call.layer, call.dense) for call in recording.calls] == [(0, False), (1, True)]
     assert recording.calls[1].block_mask is None
+    assert torch.equal(recording.calls[1].sparsity, torch.zeros(1, 2))
 
 
 def test_pipeline_steps_come_from_the_scheduler(tiny_pipeline, model_family):
@@ -211,7 +212,7 @@ def test_remove_unpatched_raises(wan_pipeline):
     ("family_name", "size", "message"),
     [
         ("wan", (5, 15, 18), r"latent height 15 is not divisible by the patch size 2 of WanTransformer3DModel; "
-         r"valid nearby latent height values are \[14, 16\]"),
+         r"valid nearby latent height values are \[14, 16\] \(pixel height 112 or 128 with an 8x VAE\)"),
         ("cogvideox", (5, 14, 17), r"latent width 17 is not divisible by the patch size 2 of "
          r"CogVideoXTransformer3DModel; valid nearby latent width values are \[16, 18\]"),
     ],
