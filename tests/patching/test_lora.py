@@ -74,3 +74,7 @@ def test_lora_round_trip_through_load_lora_weights(tiny_pipeline, model_family, 
     assert _processors_are_ours(pipeline.transformer, model_family)
     assert not torch.allclose(after, before, atol=1e-4)
     torch.testing.assert_close(after, source_output, rtol=0, atol=1e-5)
+
+    pipeline.unload_lora_weights()
+    assert _processors_are_ours(pipeline.transformer, model_family)
+    torch.testing.assert_close(run(pipeline.transformer, inputs), before, rtol=0, atol=1e-6)
