@@ -145,7 +145,7 @@ def call_seed(seed: int, layer: int, step: int | None) -> int:
     and the two CFG calls of one step sample the same tokens.
 
     NOTE: without a registered schedule the step is None, so every call of a layer samples the same
-    positions; a training loop that wants fresh samples per iteration must vary `config.seed`.
+    positions. A training loop that wants fresh samples per iteration must vary `config.seed`.
     """
     value = seed & _SEED_MASK
     for part in (layer, -1 if step is None else step):
