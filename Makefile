@@ -9,6 +9,7 @@
 #                the CPU build on a machine without CUDA)
 #   PYTEST_ARGS  extra pytest arguments
 #   BENCH_ARGS   extra `blade bench` arguments, e.g. --quick
+#   EMBED_MODEL, EMBED_PROMPTS, EMBED_OUT   pipeline folder, prompt file and output folder of `make embed`
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,24 +17,29 @@ VENV_ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+EMBED_MODEL ?= data/models/toy-wan
+EMBED_PROMPTS ?= data/prompts/train.txt
+EMBED_OUT ?= results/embeddings/toy-wan-train
 
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.blade-installed
 
-.PHONY: help setup test bench bench-attention bench-masks clean-venv
+.PHONY: help setup test bench bench-attention bench-masks embed clean-venv
 
 help:
 	@echo "make setup   create $(VENV) and install blade with its dev and notebook extras"
 	@echo "make test    run the test suite on CPU (runs setup first when needed)"
 	@echo "make bench   run the benchmarks; JSON and PNG land in results/bench/ (BENCH_ARGS=--quick for a short run)"
+	@echo "make embed   embed EMBED_PROMPTS with the text encoder of EMBED_MODEL; shards land in EMBED_OUT"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(PY) -c "import torch, diffusers, blade; print('torch', torch.__version__, '| diffusers', diffusers.__version__)"
 	touch $@
 
@@ -44,6 +50,9 @@ bench: bench-attention
 
 bench-attention: setup
 	$(PY) -m blade bench attention $(BENCH_ARGS)
+
+embed: setup
+	$(PY) -m blade embed --model $(EMBED_MODEL) --prompts $(EMBED_PROMPTS) --out $(EMBED_OUT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -19,6 +19,8 @@ _LAZY_EXPORTS = {
     "set_schedule": "blade.patching",
     "record_masks": "blade.patching",
     "load_recording": "blade.patching",
+    "embed_prompts": "blade.prompts",
+    "load_embeddings": "blade.prompts",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

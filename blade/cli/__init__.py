@@ -12,7 +12,7 @@ from importlib import import_module
 
 _SUBCOMMAND_MODULES = [
     "blade.cli.bench",
-
+    "blade.cli.embed",
 ]
 
 
