@@ -5,6 +5,9 @@ import math
 import torch
 
 from blade.config import BladeConfig
+from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
+
+PROCESSOR_CLASSES = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
 
 # Small blocks so the tiny models' few hundred tokens span about 20 blocks and the presets drop most.
 BLOCK_SIZE = 16

@@ -6,10 +6,16 @@ import torch
 
 from blade import BladeConfig, apply_blade, record_masks, remove_blade, set_schedule
 from blade.models import tiny_transformer_inputs
-from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
-from tests.patching.helpers import BLOCK_SIZE, attention_modules, dense_config, preset, run, token_count
-
-PROCESSOR_CLASSES = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
+from blade.patching import BladeWanAttnProcessor
+from tests.patching.helpers import (
+    BLOCK_SIZE,
+    PROCESSOR_CLASSES,
+    attention_modules,
+    dense_config,
+    preset,
+    run,
+    token_count,
+)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
