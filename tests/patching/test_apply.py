@@ -7,6 +7,7 @@ import torch
 from blade import BladeConfig, apply_blade, record_masks, remove_blade, set_schedule
 from blade.models import tiny_transformer_inputs
 from blade.patching import BladeWanAttnProcessor
+from blade.patching.common import LatentGrid
 from tests.patching.helpers import (
     BLOCK_SIZE,
     PROCESSOR_CLASSES,
@@ -287,3 +288,20 @@ def test_rejects_latents_without_five_axes(wan_pipeline):
     inputs["hidden_states"] = inputs["hidden_states"][:, :, 0]
     with pytest.raises(ValueError, match=r"expects hidden_states \[B, C, F, H, W\], got shape \(1, 4, 14, 18\)"):
         run(wan_pipeline.transformer, inputs)
+
+
+@pytest.mark.parametrize(
+    ("layout", "patch_thw", "latent_fhw", "grid"),
+    [
+        ("BCFHW", (1, 2, 2), (21, 60, 104), (21, 30, 52)),  # Wan2.1, 81 frames at 480x832
+        ("BCFHW", (1, 2, 2), (21, 48, 80), (21, 24, 40)),  # Wan2.1, 81 frames at 384x640
+        ("BFCHW", (1, 2, 2), (13, 60, 90), (13, 30, 45)),  # CogVideoX-5B, 49 frames at 480x720
+        ("BFCHW", (2, 2, 2), (14, 96, 170), (7, 48, 85)),  # CogVideoX1.5 (patch_size_t 2), 768x1360
+    ],
+)
+def test_latent_grid_of_released_sizes(layout, patch_thw, latent_fhw, grid):
+    """Full-size latents (as meta tensors, no memory) map to the token grids of the released models."""
+    frames, height, width = latent_fhw
+    shape = (1, 16, frames, height, width) if layout == "BCFHW" else (1, frames, 16, height, width)
+    reader = LatentGrid("Model", layout, patch_thw)
+    assert reader({"hidden_states": torch.empty(shape, device="meta")}) == grid
