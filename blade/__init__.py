@@ -14,6 +14,11 @@ _LAZY_EXPORTS = {
     "block_sparse_attention": "blade.kernels",
     "available_backends": "blade.kernels",
     "BladeConfig": "blade.config",
+    "apply_blade": "blade.patching",
+    "remove_blade": "blade.patching",
+    "set_schedule": "blade.patching",
+    "record_masks": "blade.patching",
+    "load_recording": "blade.patching",
     "embed_prompts": "blade.prompts",
     "load_embeddings": "blade.prompts",
 }
