@@ -1,4 +1,18 @@
-"""Sparsity-aware TDM step distillation: a LoRA student with ASA learns K-step sampling from a dense teacher."""
+"""Sparsity-aware TDM step distillation: a LoRA student with ASA learns K-step sampling from a dense teacher.
+
+Modules, one concept each: `schedules` (sigma(t), abar(t), x0/eps conversions), `sampling` (segments,
+timestep draws, the stochastic rollout), `losses`, `models` (one base transformer in three roles),
+`teacher` (loading), `data` (per-rank prompt batches), `checkpoints`, `lora_files` (diffusers LoRA
+format), `loop` (`train`), `inference` (sampling a trained student), `config` (`DistillConfig`).
+
+Decisions a reader should know:
+- All samples of a micro-batch share one drawn segment (one transformer call per segment); each sample
+  draws its own timestep t.
+- The fake-loss guard decides on the loss averaged over ranks, so every rank skips together.
+- The transformer is not wrapped in DDP; LoRA gradients are averaged explicitly (see `loop`).
+- LoRA goes on to_q, to_k, to_v, to_out.0 of self- and cross-attention by default, as the authors do.
+- Students sample at inference with the same rollout and timesteps as in training (`student_latents`).
+"""
 
 from blade.distill.config import DistillConfig
 from blade.distill.lora_files import LORA_WEIGHT_NAME, load_lora, save_lora
