@@ -17,7 +17,6 @@ suffixes). `target_modules=["attn1.to_q", ...]` restricts them to self-attention
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from contextlib import contextmanager
@@ -25,8 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from blade.config import BladeConfig
-from blade.patching import apply_blade
-from blade.patching.apply import blade_state
+from blade.patching import apply_blade, dense_attention
 
 logger = logging.getLogger(__name__)
 
@@ -39,24 +37,11 @@ DEFAULT_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 def asa_disabled(transformer):
     """Run every patched self-attention layer of `transformer` densely inside the block.
 
-    Swaps the patched transformer's ASA config for one that lists every layer as dense, so each
-    patched processor calls the original diffusers processor (exactly the unpatched computation).
-
-    NOTE: this writes the private `BladeState.config` of blade.patching. A public switch in
-    blade.patching (e.g. `dense_attention(transformer)`) should replace it.
-
     Args:
         transformer: a transformer patched with `blade.apply_blade`.
     """
-    state = blade_state(transformer)
-    if state is None:
-        raise ValueError("asa_disabled needs a transformer patched with blade.apply_blade")
-    original = state.config
-    state.config = dataclasses.replace(original, dense_layers=tuple(range(transformer.config.num_layers)))
-    try:
+    with dense_attention(transformer):
         yield
-    finally:
-        state.config = original
 
 
 class WanCall:

@@ -16,7 +16,7 @@ timestep on the registered schedule (nearest entry), so it is right however many
 calls the transformer per step.
 """
 
-from blade.patching.apply import apply_blade, remove_blade, set_schedule
+from blade.patching.apply import apply_blade, dense_attention, remove_blade, set_schedule
 from blade.patching.cogvideox import BladeCogVideoXAttnProcessor
 from blade.patching.recording import MaskRecording, RecordedCall, load_recording, record_masks
 from blade.patching.wan import BladeWanAttnProcessor
@@ -27,6 +27,7 @@ __all__ = [
     "MaskRecording",
     "RecordedCall",
     "apply_blade",
+    "dense_attention",
     "load_recording",
     "record_masks",
     "remove_blade",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from blade.config import BladeConfig
@@ -141,3 +142,29 @@ def remove_blade(transformer):
     delattr(model, _STATE_ATTRIBUTE)
     logger.info("removed ASA from %d %s attention layers", len(state.original_processors), state.family)
     return transformer
+
+
+@contextlib.contextmanager
+def dense_attention(transformer):
+    """Run every patched layer of `transformer` with its original dense processor inside the block.
+
+    The output is then exactly the unpatched model's; the previous setting returns on exit, also on
+    an exception. Distillation uses it for the dense teacher on the same base model as the student.
+
+    Args:
+        transformer: a transformer patched with `apply_blade`.
+
+    Raises:
+        ValueError: if the transformer is not patched.
+    """
+    state = blade_state(transformer)
+    if state is None:
+        raise ValueError(
+            f"dense_attention needs a transformer patched with blade.apply_blade; {type(transformer).__name__} is not"
+        )
+    previous = state.force_dense
+    state.force_dense = True
+    try:
+        yield transformer
+    finally:
+        state.force_dense = previous

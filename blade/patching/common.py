@@ -55,6 +55,7 @@ class BladeState:
         recorder: the active `MaskRecorder` of `record_masks`, or None.
         original_processors: (attention module, the processor that patching replaced) pairs.
         forward_count: number of forwards seen so far.
+        force_dense: every layer runs the original dense processor (set by `dense_attention`).
     """
 
     config: BladeConfig
@@ -64,10 +65,11 @@ class BladeState:
     recorder: Any = None
     original_processors: list[tuple[Any, Any]] = field(default_factory=list)
     forward_count: int = 0
+    force_dense: bool = False
 
     def runs_dense(self, layer: int) -> bool:
         """Return whether `layer` runs the original dense processor in the current call."""
-        if layer in self.config.dense_layers:
+        if self.force_dense or layer in self.config.dense_layers:
             return True
         step = self.context.step if self.context is not None else None
         return step is not None and step < self.config.dense_steps

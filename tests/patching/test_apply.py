@@ -6,7 +6,7 @@ import torch
 
 from blade import BladeConfig, apply_blade, record_masks, remove_blade, set_schedule
 from blade.models import tiny_transformer_inputs
-from blade.patching import BladeWanAttnProcessor
+from blade.patching import BladeWanAttnProcessor, dense_attention
 from blade.patching.common import LatentGrid
 from tests.patching.helpers import (
     BLOCK_SIZE,
@@ -305,3 +305,26 @@ def test_latent_grid_of_released_sizes(layout, patch_thw, latent_fhw, grid):
     shape = (1, 16, frames, height, width) if layout == "BCFHW" else (1, frames, 16, height, width)
     reader = LatentGrid("Model", layout, patch_thw)
     assert reader({"hidden_states": torch.empty(shape, device="meta")}) == grid
+
+
+def test_dense_attention_gives_unpatched_output(tiny_pipeline, model_family):
+    transformer = tiny_pipeline.transformer
+    inputs = tiny_transformer_inputs(tiny_pipeline, batch_size=1)
+    expected = run(transformer, inputs)
+    apply_blade(transformer, preset(model_family))
+    sparse = run(transformer, inputs)
+
+    with dense_attention(transformer):
+        torch.testing.assert_close(run(transformer, inputs), expected, rtol=0, atol=0)
+    torch.testing.assert_close(run(transformer, inputs), sparse, rtol=0, atol=0)
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with dense_attention(transformer):
+            raise RuntimeError("inside")
+    torch.testing.assert_close(run(transformer, inputs), sparse, rtol=0, atol=0)
+
+
+def test_dense_attention_rejects_unpatched(wan_pipeline):
+    with pytest.raises(ValueError, match="dense_attention needs a transformer patched with blade.apply_blade"):
+        with dense_attention(wan_pipeline.transformer):
+            pass
