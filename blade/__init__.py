@@ -16,6 +16,11 @@ _LAZY_EXPORTS = {
     "BladeConfig": "blade.config",
     "embed_prompts": "blade.prompts",
     "load_embeddings": "blade.prompts",
+    "apply_blade": "blade.patching",
+    "remove_blade": "blade.patching",
+    "set_schedule": "blade.patching",
+    "record_masks": "blade.patching",
+    "load_recording": "blade.patching",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
