@@ -21,6 +21,10 @@ _LAZY_EXPORTS = {
     "set_schedule": "blade.patching",
     "record_masks": "blade.patching",
     "load_recording": "blade.patching",
+    "generate_videos": "blade.generate",
+    "export_video": "blade.export",
+    "psnr": "blade.evaluation",
+    "ssim": "blade.evaluation",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
