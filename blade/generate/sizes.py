@@ -2,16 +2,21 @@
 
 The VAE compresses frames by `vae_scale_factor_temporal` (t) and each side by
 `vae_scale_factor_spatial` (s); the transformer then cuts the latent video into patches of
-p_t x p_h x p_w latent pixels. A pipeline takes F frames and H x W pixels exactly when:
+p_t x p_h x p_w latent pixels. A pipeline returns exactly the F frames of H x W pixels requested when:
 
-- F - 1 is a multiple of t (the VAE keeps the first frame alone and groups the rest by t), and the
-  latent frame count (F - 1) / t + 1 is a multiple of p_t;
+- F - 1 is a multiple of t, so L = (F - 1) / t + 1 latent frames decode back to F frames (the VAE
+  keeps the first frame alone and groups the rest by t);
+- Wan: L is a multiple of p_t. CogVideoX: L is odd, because AutoencoderKLCogVideoX decodes an even
+  L to t * L frames (its temporal upsampling keeps the first frame alone only in an odd-length
+  chunk; measured with diffusers 0.42: L = 2 decodes to 8 frames, L = 3 to 9). CogVideoX 1.5's
+  patch_size_t adds no rule, because its pipeline pads L to a multiple of p_t and drops the padding
+  before decoding;
 - H is a multiple of s * p_h and W a multiple of s * p_w;
 - for a CogVideoX transformer with learned positional embeddings (CogVideoX-5B I2V), H and W equal
   the trained size (config `sample_height` / `sample_width` latent pixels times s).
 
-Otherwise diffusers' pipelines round silently (Wan rounds F, H and W down; CogVideoX 1.5 pads
-the latent frames), so the output would not match the request.
+Otherwise diffusers' pipelines round silently (Wan rounds F, H and W down) or return another frame
+count, so the output would not match the request.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ class VideoSizeRule:
 
     Attributes:
         temporal_factor: t, frames per latent frame after the first.
-        latent_frame_multiple: p_t; the latent frame count must be a multiple of it.
+        latent_frame_multiple: the latent frame count L must be a multiple of it (Wan's p_t).
+        odd_latent_frames: L must be odd (CogVideoX's VAE).
         height_multiple: s * p_h, in pixels.
         width_multiple: s * p_w, in pixels.
         fixed_size: (H, W) when the model only takes its trained size, else None.
@@ -35,19 +41,46 @@ class VideoSizeRule:
     latent_frame_multiple: int
     height_multiple: int
     width_multiple: int
+    odd_latent_frames: bool = False
     fixed_size: tuple[int, int] | None = None
+
+    def _is_valid_latent_count(self, latent_frames: int) -> bool:
+        if latent_frames < 1 or latent_frames % self.latent_frame_multiple:
+            return False
+        return latent_frames % 2 == 1 or not self.odd_latent_frames
 
     def is_valid_frames(self, frames: int) -> bool:
         if frames < 1 or (frames - 1) % self.temporal_factor:
             return False
-        return ((frames - 1) // self.temporal_factor + 1) % self.latent_frame_multiple == 0
+        return self._is_valid_latent_count((frames - 1) // self.temporal_factor + 1)
 
     def nearest_frames(self, frames: int) -> list[int]:
-        """Return the valid frame counts nearest `frames` (the one below and the one above)."""
-        # Valid counts are F = t (p_t j - 1) + 1 for j >= 1, evenly spaced t * p_t apart.
-        step = self.temporal_factor * self.latent_frame_multiple
-        smallest = self.temporal_factor * (self.latent_frame_multiple - 1) + 1
-        return _neighbours(frames, smallest, step)
+        """Return the valid frame counts nearest `frames` (the one below, if any, and the one above)."""
+        # Valid counts repeat with a period of at most 2 * latent_frame_multiple latent frames.
+        latent_guess = max(1, (frames - 1) // self.temporal_factor + 1)
+        period = 2 * self.latent_frame_multiple
+        candidates = [
+            self.temporal_factor * (latent - 1) + 1
+            for latent in range(1, latent_guess + period + 1)
+            if self._is_valid_latent_count(latent)
+        ]
+        below = [value for value in candidates if value <= frames]
+        above = [value for value in candidates if value >= frames]
+        if below and below[-1] == frames:
+            return [frames]
+        return [*below[-1:], *above[:1]]
+
+    def describe_frames(self) -> str:
+        """Return the frame rule in words, e.g. "frames must be 4k + 1"."""
+        if self.odd_latent_frames and self.latent_frame_multiple == 1:
+            return (f"frames must be {2 * self.temporal_factor}k + 1 (an odd number of latent frames, "
+                    f"(frames - 1) / {self.temporal_factor} + 1)")
+        rule = f"frames must be {self.temporal_factor}k + 1"
+        if self.latent_frame_multiple > 1:
+            rule += f" with (frames - 1) / {self.temporal_factor} + 1 a multiple of {self.latent_frame_multiple}"
+        if self.odd_latent_frames:
+            rule += " and odd"
+        return rule
 
     def nearest_height(self, height: int) -> list[int]:
         """Return the valid heights nearest `height`."""
@@ -114,6 +147,12 @@ def video_size_rule(pipe) -> VideoSizeRule:
     patch_t, patch_h, patch_w = _patch_size(pipe.transformer)
 
     config = pipe.transformer.config
+    odd_latent_frames = False
+    if type(pipe.transformer).__name__ == "CogVideoXTransformer3DModel":
+        # The CogVideoX pipeline pads the latent frames to patch_size_t itself (and drops the padding
+        # before decoding), so p_t constrains nothing; its VAE needs an odd latent frame count.
+        patch_t = 1
+        odd_latent_frames = type(pipe.vae).__name__ == "AutoencoderKLCogVideoX"
     fixed_size = None
     if getattr(config, "use_learned_positional_embeddings", False):
         # Learned position tables exist only for the trained latent size (diffusers raises otherwise).
@@ -121,6 +160,7 @@ def video_size_rule(pipe) -> VideoSizeRule:
     return VideoSizeRule(
         temporal_factor=temporal,
         latent_frame_multiple=patch_t,
+        odd_latent_frames=odd_latent_frames,
         height_multiple=spatial * patch_h,
         width_multiple=spatial * patch_w,
         fixed_size=fixed_size,
@@ -152,10 +192,8 @@ def check_video_size(pipe, height: int, width: int, frames: int) -> VideoSizeRul
     fixed_height, fixed_width = rule.fixed_size or (None, None)
     problems = []
     if not rule.is_valid_frames(frames):
-        latent_rule = (f" with (frames - 1) / {rule.temporal_factor} + 1 a multiple of {rule.latent_frame_multiple}"
-                       if rule.latent_frame_multiple > 1 else "")
         problems.append(
-            f"frames={frames} is invalid: frames must be {rule.temporal_factor}k + 1{latent_rule}; "
+            f"frames={frames} is invalid: {rule.describe_frames()}; "
             f"nearest valid: {_or_list(rule.nearest_frames(frames))}"
         )
     for name, value, multiple, fixed, nearest in (

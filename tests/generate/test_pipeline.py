@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import yaml
+
+from blade.config import BladeConfig
+from blade.generate import blade_config_from_option, prepare_pipeline
+from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
+
+PROCESSORS = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
+
+
+@pytest.mark.parametrize("name", ["wan", "cogvideox", "dense"])
+def test_presets(name):
+    assert blade_config_from_option(name) == getattr(BladeConfig, name)()
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
+def test_config_files(tmp_path, suffix):
+    fields = {"block_size": 16, "samples_per_block": 4, "max_ratio": 0.3, "dense_layers": [1]}
+    path = tmp_path / f"asa{suffix}"
+    path.write_text(json.dumps(fields) if suffix == ".json" else yaml.safe_dump(fields))
+    assert blade_config_from_option(str(path)) == BladeConfig(**fields)
+
+
+def test_config_instance_passes_through():
+    config = BladeConfig.wan(block_size=64)
+    assert blade_config_from_option(config) is config
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "error", "match"),
+    [
+        ("asa.yaml", "block_size: 16\nwindow: 3\n", ValueError, r"unknown BladeConfig fields \['window'\]"),
+        ("asa.yaml", "- 1\n- 2\n", ValueError, "must hold a mapping of BladeConfig fields, got list"),
+        ("asa.json", '{"threshold": 2.0}', ValueError, r"threshold must be in \(0, 1\]"),
+        ("asa.toml", "block_size = 16", ValueError, r"must end in .yaml, .yml or .json, got '.toml'"),
+    ],
+)
+def test_bad_config_files(tmp_path, name, text, error, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(error, match=match):
+        blade_config_from_option(str(path))
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(FileNotFoundError, match=r"'wan21' is neither a preset \(wan, cogvideox, dense\)"):
+        blade_config_from_option("wan21")
+
+
+def test_prepare_pipeline_applies_blade(tiny_pipeline_dirs, model_family):
+    pipe, details = prepare_pipeline(tiny_pipeline_dirs[model_family], blade="dense", device="cpu")
+    blocks = pipe.transformer.blocks if model_family == "wan" else pipe.transformer.transformer_blocks
+    assert all(isinstance(block.attn1.processor, PROCESSORS[model_family]) for block in blocks)
+    assert details == {
+        "device": "cpu",
+        "dtype": "float32",
+        "family": model_family,
+        "lora": None,
+        "blade": BladeConfig.dense().to_dict(),
+    }
+
+
+def test_prepare_pipeline_checks_config_before_loading(tmp_path, monkeypatch):
+    import blade.models
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the pipeline must not be loaded")
+
+    monkeypatch.setattr(blade.models, "load_pipeline", fail)
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        prepare_pipeline(tmp_path, blade="no-such-preset")
