@@ -1,8 +1,9 @@
 """Write videos as MP4 (H.264 through the ffmpeg binary bundled with imageio-ffmpeg) and animated GIF.
 
-Frames are `[T, H, W, C]` (time, height, width, channels; C = 3 for RGB or 1 for grey), either
-uint8 in [0, 255] or floating point in a declared `value_range`: (0, 1), what diffusers pipelines
-return with `output_type="np"`, or (-1, 1), the range of VAE outputs before post-processing.
+Frames are `[T, H, W, C]` (time, height, width, channels), with C = 3 for RGB or 1 for grey. They
+are uint8 in [0, 255] or floating point in a declared `value_range`: (0, 1) is what diffusers
+pipelines return with `output_type="np"`, and (-1, 1) is the range of VAE outputs before
+post-processing.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def to_uint8_frames(frames, *, value_range: tuple[float, float] = (0.0, 1.0)) ->
         hint = " (channels first? permute to [T, H, W, C])" if array.shape[1] in (1, 3) else ""
         raise ValueError(f"frames must be [T, H, W, C] with C = 1 or 3, got shape {tuple(array.shape)}{hint}")
     if array.shape[0] == 0:
-        raise ValueError("frames must hold at least one frame, got T = 0")
+        raise ValueError("frames must contain at least one frame, got T = 0")
 
     if array.dtype == np.uint8:
         result = array
@@ -93,7 +94,7 @@ def _float_to_uint8(array: np.ndarray, value_range) -> np.ndarray:
     smallest, largest = float(array.min()), float(array.max())
     if smallest < low - _RANGE_TOLERANCE or largest > high + _RANGE_TOLERANCE:
         raise ValueError(
-            f"float frames hold values in [{smallest:.4g}, {largest:.4g}], outside value_range {value_range}; "
+            f"float frames contain values in [{smallest:.4g}, {largest:.4g}], outside value_range {value_range}; "
             f"pass the range they use (one of {VALUE_RANGES}) or uint8 frames"
         )
     unit = (array.astype(np.float32) - low) / (high - low)
@@ -165,7 +166,7 @@ def write_gif(frames, path: str | os.PathLike, *, fps: float = 16.0,
     Each frame gets its own adaptive palette of at most 256 colours, so a frame with 256 colours or
     fewer is stored exactly. GIF stores frame delays in hundredths of a second, so the delay is
     1/fps rounded to 10 ms. Pillow merges consecutive identical frames into one longer frame, so the
-    file may hold fewer frames than T while keeping the same duration.
+    file may contain fewer frames than T while keeping the same duration.
 
     Args:
         frames: `[T, H, W, C]` frames, as in `to_uint8_frames`.

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Constants of the SSIM index as published: Wang, Bovik, Sheikh, Simoncelli, "Image quality
-# assessment: from error visibility to structural similarity", IEEE TIP 13(4), 2004, section III-C.
+# The SSIM constants and window of Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment: from
+# error visibility to structural similarity", IEEE Transactions on Image Processing 13(4), 2004.
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 SSIM_WINDOW = 11

@@ -61,7 +61,7 @@ def load_lora(pipe, path, *, adapter_name: str = "lora", scale: float = 1.0) -> 
 
     Args:
         pipe: a diffusers pipeline with LoRA support (WanPipeline, CogVideoXPipeline).
-        path: a .safetensors file, or a folder holding `pytorch_lora_weights.safetensors`, with
+        path: a .safetensors file, or a folder containing `pytorch_lora_weights.safetensors`, with
             keys `transformer.<module>.lora_A.weight` / `lora_B.weight` (what
             `WanPipeline.save_lora_weights(folder, transformer_lora_layers=...)` writes).
         adapter_name: name of the adapter in the transformer's peft config.

@@ -16,7 +16,7 @@ class StepMonitor:
     """A diffusers `callback_on_step_end` that checks latents and times each denoising step.
 
     Pass it as `pipe(..., callback_on_step_end=monitor, callback_on_step_end_tensor_inputs=["latents"])`.
-    After each step it raises `NonFiniteError` naming the step (1-based) if the latents hold a NaN or
+    After each step it raises `NonFiniteError` naming the step (1-based) if the latents contain a NaN or
     Inf, records the step's end time and advances the progress bar by one.
 
     The check reads one boolean from the device per step. That sync is also what makes the step
@@ -72,7 +72,7 @@ def _count_non_finite(tensor: torch.Tensor) -> str:
 
 
 def check_finite_frames(frames, label: str = "video") -> None:
-    """Raise `NonFiniteError` if decoded frames hold a NaN or Inf.
+    """Raise `NonFiniteError` if decoded frames contain a NaN or Inf.
 
     Args:
         frames: decoded video, numpy array or torch tensor of any shape.

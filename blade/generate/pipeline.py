@@ -48,7 +48,7 @@ def blade_config_from_option(value) -> BladeConfig:
     else:
         raise ValueError(f"blade config file {text!r} must end in .yaml, .yml or .json, got {path.suffix!r}")
     if not isinstance(data, dict):
-        raise ValueError(f"blade config file {text!r} must hold a mapping of BladeConfig fields, got {type(data).__name__}")
+        raise ValueError(f"blade config file {text!r} must contain a mapping of BladeConfig fields, got {type(data).__name__}")
     return BladeConfig.from_dict(data)
 
 
@@ -74,7 +74,7 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
         dtype: weight dtype name or torch.dtype; None picks bfloat16 on CUDA, float32 otherwise.
 
     Returns:
-        (pipeline, details), where details holds the resolved "device", "dtype", "family", "lora"
+        (pipeline, details), where details contains the resolved "device", "dtype", "family", "lora"
         (the `load_lora` report or None) and "blade" (the BladeConfig as a dict, or None).
     """
     from blade.generate.lora import load_lora

@@ -32,7 +32,7 @@ def test_config_instance_passes_through():
     ("name", "text", "error", "match"),
     [
         ("asa.yaml", "block_size: 16\nwindow: 3\n", ValueError, r"unknown BladeConfig fields \['window'\]"),
-        ("asa.yaml", "- 1\n- 2\n", ValueError, "must hold a mapping of BladeConfig fields, got list"),
+        ("asa.yaml", "- 1\n- 2\n", ValueError, "must contain a mapping of BladeConfig fields, got list"),
         ("asa.json", '{"threshold": 2.0}', ValueError, r"threshold must be in \(0, 1\]"),
         ("asa.toml", "block_size = 16", ValueError, r"must end in .yaml, .yml or .json, got '.toml'"),
     ],

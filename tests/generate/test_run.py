@@ -93,7 +93,7 @@ def test_prompt_seed_mixes_seed_and_index():
 def test_nan_latents_name_the_step(tiny_pipeline, tmp_path):
     counter = CallCounter(tiny_pipeline.transformer, nan_on_call=2)
     with pytest.raises(NonFiniteError, match=r"prompt 0 .*after denoising step 2 of 3 \(timestep"):
-        _generate(tiny_pipeline, ["a red ball"], tmp_path, steps=3)
+        _generate(tiny_pipeline, ["a red ball"], tmp_path, steps=3, frames=1)
     assert counter.calls == 2
     assert not list(tmp_path.glob("*.mp4"))
 
@@ -161,3 +161,17 @@ def test_guidance_calls_transformer_twice_per_step(wan_pipeline, tmp_path):
 def test_bad_arguments_rejected(wan_pipeline, tmp_path, prompts, overrides, match):
     with pytest.raises(ValueError, match=match):
         _generate(wan_pipeline, prompts, tmp_path, **overrides)
+
+
+@pytest.mark.gpu
+def test_cuda_video_matches_cpu(first_run, tmp_path):
+    """The noise comes from a CPU generator, so the same seed gives the same video on CUDA (float32)."""
+    from blade.evaluation import psnr
+
+    pipe, folder, _ = first_run
+    cuda_pipe = copy.deepcopy(pipe).to("cuda")
+    _generate(cuda_pipe, PROMPTS[:1], tmp_path)
+    cpu_video = _gif_frames(folder / "0000_a-red-ball.gif")
+    cuda_video = _gif_frames(tmp_path / "0000_a-red-ball.gif")
+    assert cuda_video.shape == cpu_video.shape
+    assert psnr(cpu_video, cuda_video) > 30
