@@ -16,7 +16,7 @@ def register(subparsers) -> None:
             "the toy model). Writes <index>_<prompt>.mp4 and .gif per prompt and generation.json with the "
             "settings and per-video and per-step wall times. Sizes the model cannot take are rejected before "
             "the model is loaded; NaN or Inf latents stop the run with the step number. A rerun with the same "
-            "settings into the same folder keeps the videos already written."
+            "settings and model files into the same folder keeps the videos already written (see --overwrite)."
         ),
     )
     parser.add_argument("--model", required=True, help="diffusers pipeline folder (model_index.json)")
@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=None, help="device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weight dtype (default: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="generate every video again, even those an earlier run with the same settings wrote")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         report = generate_videos(
             pipe, prompts, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
             height=height, width=width, frames=frames, negative_prompt=args.negative, fps=args.fps,
-            progress=not args.no_progress, metadata=metadata,
+            progress=not args.no_progress, metadata=metadata, resume=not args.overwrite,
         )
     except (FileNotFoundError, ValueError, TypeError) as error:
         logger.error("blade generate failed: %s", error)

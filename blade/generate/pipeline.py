@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -52,6 +53,26 @@ def blade_config_from_option(value) -> BladeConfig:
     return BladeConfig.from_dict(data)
 
 
+def stat_fingerprint(path) -> str:
+    """Return a hex SHA-256 over the relative path, size and modification time of every file under `path`.
+
+    It changes when a file is added, removed, rewritten or replaced, and costs one `stat` per file, so
+    it can key reruns of a multi-gigabyte model folder. NOTE: a file rewritten with identical size and
+    modification time keeps the fingerprint; hash the bytes where that matters.
+
+    Args:
+        path: a file or folder.
+    """
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(entry for entry in root.rglob("*") if entry.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        status = file.stat()
+        name = file.name if file == root else str(file.relative_to(root))
+        digest.update(f"{name}\0{status.st_size}\0{status.st_mtime_ns}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
 def default_device() -> str:
     """Return "cuda" when a CUDA device is available, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -74,8 +95,9 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
         dtype: weight dtype name or torch.dtype; None picks bfloat16 on CUDA, float32 otherwise.
 
     Returns:
-        (pipeline, details), where details contains the resolved "device", "dtype", "family", "lora"
-        (the `load_lora` report or None) and "blade" (the BladeConfig as a dict, or None).
+        (pipeline, details), where details contains the resolved "device", "dtype", "family",
+        "model_fingerprint" (`stat_fingerprint` of the folder), "lora" (the `load_lora` report plus
+        the file's "fingerprint", or None) and "blade" (the BladeConfig as a dict, or None).
     """
     from blade.generate.lora import load_lora
     from blade.models import load_pipeline, pipeline_family
@@ -84,7 +106,10 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
     dtype = dtype or default_dtype(device)
     config = None if blade is None else blade_config_from_option(blade)  # fail on a bad config before loading
     pipe = load_pipeline(model, dtype=dtype, device=device)
-    lora_report = None if lora is None else load_lora(pipe, lora)
+    lora_report = None
+    if lora is not None:
+        lora_report = load_lora(pipe, lora)
+        lora_report["fingerprint"] = stat_fingerprint(lora_report["path"])
     if config is not None:
         from blade.patching import apply_blade
 
@@ -93,6 +118,7 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
         "family": pipeline_family(model),
+        "model_fingerprint": stat_fingerprint(model),
         "lora": lora_report,
         "blade": None if config is None else config.to_dict(),
     }

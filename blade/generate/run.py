@@ -138,14 +138,15 @@ def generate_videos(
     fps: float = 16.0,
     progress: bool = True,
     metadata: dict | None = None,
+    resume: bool = False,
 ) -> dict:
     """Generate one video per prompt and write `<out_dir>/<index>_<slug>.mp4` / `.gif` and generation.json.
 
     Sizes are checked against the pipeline (`check_video_size`) before any model work. Prompt i uses
     noise from `prompt_generator(seed, i)`. After every denoising step the latents are checked for
     NaN and Inf (`StepMonitor`), and the decoded frames once more before export. generation.json is
-    rewritten after every video, and a rerun with identical settings into the same folder keeps the
-    videos already written.
+    rewritten after every video, so with `resume=True` a rerun into the same folder keeps the videos
+    an earlier run with identical settings (metadata included) wrote.
 
     Args:
         pipe: a loaded diffusers video pipeline (WanPipeline, CogVideoXPipeline).
@@ -159,7 +160,10 @@ def generate_videos(
         negative_prompt: negative prompt for guidance.
         fps: frame rate of the written files.
         progress: show one tqdm bar over all prompts and steps (the pipeline's own bar is hidden).
-        metadata: extra JSON-serialisable settings to record (model path, LoRA, ASA config).
+        metadata: extra JSON-serialisable settings to record (model path, LoRA, ASA config). They
+            are part of the settings a resumed run must match, so include whatever identifies the
+            model (`prepare_pipeline` returns a fingerprint).
+        resume: keep videos of an earlier run in `out_dir` whose settings and prompt match.
 
     Returns:
         The report written to generation.json: {"settings", "videos": [{"index", "prompt", "seed",
@@ -196,7 +200,7 @@ def generate_videos(
         **(metadata or {}),
     }
     report_path = out_dir / REPORT_NAME
-    reusable = _reusable_videos(report_path, settings)
+    reusable = _reusable_videos(report_path, settings) if resume else {}
     report = {
         "settings": settings,
         "versions": {"blade": blade.__version__, "torch": torch.__version__, "diffusers": _diffusers_version()},

@@ -70,18 +70,24 @@ def test_generate_wan_with_lora_and_blade(tiny_pipeline_dirs, wan_lora_file, tmp
     assert all(len(video["step_s"]) == 2 for video in report["videos"])
 
 
-def test_generate_cogvideox_with_guidance(tiny_pipeline_dirs, tmp_path):
+def test_generate_cogvideox_with_guidance_and_rerun(tiny_pipeline_dirs, tmp_path):
     out = tmp_path / "out"
-    code = main([
+    arguments = [
         "generate", "--model", str(tiny_pipeline_dirs["cogvideox"]), "--prompt", "a green cone", "--out", str(out),
         "--steps", "2", "--guidance", "3", "--negative", "blurry", "--height", "32", "--width", "16",
         "--frames", "9", "--no-progress",
-    ])
-    assert code == 0
+    ]
+    assert main(arguments) == 0
     assert _mp4_shape(out / "0000_a-green-cone.mp4") == (9, 32, 16)
-    report = json.loads((out / "generation.json").read_text())
-    assert report["settings"]["pipeline"] == "CogVideoXPipeline"
-    assert report["settings"]["guidance"] == 3.0
+    first = json.loads((out / "generation.json").read_text())
+    assert first["settings"]["pipeline"] == "CogVideoXPipeline"
+    assert first["settings"]["guidance"] == 3.0
+
+    # a rerun with the same settings keeps the video (same timings), --overwrite makes it again
+    assert main(arguments) == 0
+    assert json.loads((out / "generation.json").read_text())["videos"] == first["videos"]
+    assert main([*arguments, "--overwrite"]) == 0
+    assert json.loads((out / "generation.json").read_text())["videos"][0]["wall_s"] != first["videos"][0]["wall_s"]
 
 
 def test_invalid_size_fails_before_loading(tiny_pipeline_dirs, tmp_path, monkeypatch, caplog):

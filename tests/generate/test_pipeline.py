@@ -4,7 +4,10 @@ import pytest
 import yaml
 
 from blade.config import BladeConfig
+import os
+
 from blade.generate import blade_config_from_option, prepare_pipeline
+from blade.generate.pipeline import stat_fingerprint
 from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
 
 PROCESSORS = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
@@ -57,6 +60,7 @@ def test_prepare_pipeline_applies_blade(tiny_pipeline_dirs, model_family):
         "device": "cpu",
         "dtype": "float32",
         "family": model_family,
+        "model_fingerprint": stat_fingerprint(tiny_pipeline_dirs[model_family]),
         "lora": None,
         "blade": BladeConfig.dense().to_dict(),
     }
@@ -71,3 +75,20 @@ def test_prepare_pipeline_checks_config_before_loading(tmp_path, monkeypatch):
     monkeypatch.setattr(blade.models, "load_pipeline", fail)
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         prepare_pipeline(tmp_path, blade="no-such-preset")
+
+
+def test_stat_fingerprint_tracks_file_changes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    weights = tmp_path / "sub" / "weights.safetensors"
+    weights.write_bytes(b"1234")
+    first = stat_fingerprint(tmp_path)
+    assert stat_fingerprint(tmp_path) == first
+
+    status = weights.stat()
+    os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000))
+    touched = stat_fingerprint(tmp_path)
+    assert touched != first
+
+    (tmp_path / "extra.json").write_text("{}")
+    assert stat_fingerprint(tmp_path) != touched
+    assert stat_fingerprint(weights) != stat_fingerprint(tmp_path)

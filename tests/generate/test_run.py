@@ -123,16 +123,19 @@ def test_rerun_reuses_finished_videos(first_run, tmp_path):
     shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
     counter = CallCounter(pipe.transformer)
     try:
-        second = _generate(pipe, PROMPTS, tmp_path, metadata={"model": "tiny"})
+        second = _generate(pipe, PROMPTS, tmp_path, metadata={"model": "tiny"}, resume=True)
         assert counter.calls == 0
         assert second["videos"] == first["videos"]
 
         (tmp_path / first["videos"][1]["mp4"]).unlink()
-        _generate(pipe, PROMPTS, tmp_path, metadata={"model": "tiny"})
+        _generate(pipe, PROMPTS, tmp_path, metadata={"model": "tiny"}, resume=True)
         assert counter.calls == 2  # only the video whose file was missing: 2 steps without guidance
 
-        _generate(pipe, PROMPTS[:1], tmp_path, metadata={"model": "tiny"}, seed=1)
+        _generate(pipe, PROMPTS[:1], tmp_path, metadata={"model": "tiny"}, seed=1, resume=True)
         assert counter.calls == 4  # other settings: the video is generated again
+
+        _generate(pipe, PROMPTS[:1], tmp_path, metadata={"model": "tiny"}, seed=1)
+        assert counter.calls == 6  # without resume every video is generated
     finally:
         counter.handle.remove()
 
