@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=None, help="device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weight dtype (default: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--vae-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="VAE dtype (default: float32 for Wan, --dtype for CogVideoX)")
     parser.add_argument("--overwrite", action="store_true",
                         help="generate every video again, even those an earlier run with the same settings wrote")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         check_video_size(skeleton, height, width, frames)
 
         pipe, details = prepare_pipeline(args.model, lora=args.lora, blade=args.blade, device=args.device,
-                                         dtype=args.dtype)
+                                         dtype=args.dtype, vae_dtype=args.vae_dtype)
         metadata = {"model": str(args.model), **details}
         report = generate_videos(
             pipe, prompts, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,

@@ -13,6 +13,8 @@ from blade.config import BladeConfig
 
 logger = logging.getLogger(__name__)
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 BLADE_PRESETS = {"wan": BladeConfig.wan, "cogvideox": BladeConfig.cogvideox, "dense": BladeConfig.dense}
 
 
@@ -83,7 +85,7 @@ def default_dtype(device) -> str:
     return "bfloat16" if torch.device(device).type == "cuda" else "float32"
 
 
-def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
+def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None, vae_dtype=None):
     """Load a pipeline folder, then optionally add a LoRA and apply ASA to its transformer.
 
     Args:
@@ -93,9 +95,12 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
             `blade_config_from_option`), or None to keep the model's own attention.
         device: device to run on; None picks CUDA when available, else CPU.
         dtype: weight dtype name or torch.dtype; None picks bfloat16 on CUDA, float32 otherwise.
+        vae_dtype: VAE dtype name or torch.dtype; None picks float32 for Wan (diffusers' Wan 2.1
+            documentation loads AutoencoderKLWan in float32) and `dtype` otherwise. The pipelines
+            cast latents to the VAE's dtype before decoding.
 
     Returns:
-        (pipeline, details), where details contains the resolved "device", "dtype", "family",
+        (pipeline, details), where details contains the resolved "device", "dtype", "vae_dtype", "family",
         "model_fingerprint" (`stat_fingerprint` of the folder), "lora" (the `load_lora` report plus
         the file's "fingerprint", or None) and "blade" (the BladeConfig as a dict, or None).
     """
@@ -105,7 +110,13 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     config = None if blade is None else blade_config_from_option(blade)  # fail on a bad config before loading
+    family = pipeline_family(model)
+    if vae_dtype is None:
+        vae_dtype = "float32" if family == "wan" else dtype
+    if str(vae_dtype).removeprefix("torch.") not in _DTYPES:
+        raise ValueError(f"vae_dtype must be one of {sorted(_DTYPES)}, got {vae_dtype!r}")
     pipe = load_pipeline(model, dtype=dtype, device=device)
+    pipe.vae.to(dtype=_DTYPES[str(vae_dtype).removeprefix("torch.")])
     lora_report = None
     if lora is not None:
         lora_report = load_lora(pipe, lora)
@@ -117,7 +128,8 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None):
     details = {
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
-        "family": pipeline_family(model),
+        "vae_dtype": str(vae_dtype).removeprefix("torch."),
+        "family": family,
         "model_fingerprint": stat_fingerprint(model),
         "lora": lora_report,
         "blade": None if config is None else config.to_dict(),

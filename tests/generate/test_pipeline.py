@@ -1,11 +1,11 @@
 import json
+import os
 
 import pytest
+import torch
 import yaml
 
 from blade.config import BladeConfig
-import os
-
 from blade.generate import blade_config_from_option, prepare_pipeline
 from blade.generate.pipeline import stat_fingerprint
 from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
@@ -59,6 +59,7 @@ def test_prepare_pipeline_applies_blade(tiny_pipeline_dirs, model_family):
     assert details == {
         "device": "cpu",
         "dtype": "float32",
+        "vae_dtype": "float32",
         "family": model_family,
         "model_fingerprint": stat_fingerprint(tiny_pipeline_dirs[model_family]),
         "lora": None,
@@ -92,3 +93,16 @@ def test_stat_fingerprint_tracks_file_changes(tmp_path):
     (tmp_path / "extra.json").write_text("{}")
     assert stat_fingerprint(tmp_path) != touched
     assert stat_fingerprint(weights) != stat_fingerprint(tmp_path)
+
+
+def test_vae_dtype_defaults(tiny_pipeline_dirs):
+    # Wan keeps its VAE in float32 below a bfloat16 transformer; CogVideoX follows --dtype
+    wan, wan_details = prepare_pipeline(tiny_pipeline_dirs["wan"], device="cpu", dtype="bfloat16")
+    assert wan.transformer.dtype == torch.bfloat16
+    assert wan.vae.dtype == torch.float32
+    assert wan_details["vae_dtype"] == "float32"
+    cog, cog_details = prepare_pipeline(tiny_pipeline_dirs["cogvideox"], device="cpu", dtype="bfloat16")
+    assert cog.vae.dtype == torch.bfloat16
+    assert cog_details["vae_dtype"] == "bfloat16"
+    half, _ = prepare_pipeline(tiny_pipeline_dirs["wan"], device="cpu", dtype="bfloat16", vae_dtype="bfloat16")
+    assert half.vae.dtype == torch.bfloat16
