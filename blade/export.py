@@ -159,7 +159,7 @@ def write_mp4(frames, path: str | os.PathLike, *, fps: float = 16.0, quality: fl
     return path
 
 
-def write_gif(frames, path: str | os.PathLike, *, fps: float = 16.0,
+def write_gif(frames, path: str | os.PathLike, *, fps: float = 16.0, max_side: int | None = None,
               value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
     """Write frames as a looping animated GIF atomically.
 
@@ -172,6 +172,8 @@ def write_gif(frames, path: str | os.PathLike, *, fps: float = 16.0,
         frames: `[T, H, W, C]` frames, as in `to_uint8_frames`.
         path: the output file; parent folders are created.
         fps: frames per second.
+        max_side: if set, frames whose longer side exceeds it are scaled down (Lanczos, aspect ratio
+            kept, each side at least 1 pixel) so the longer side equals it; for small previews.
         value_range: range of float frames, (0, 1) or (-1, 1).
 
     Returns:
@@ -181,8 +183,15 @@ def write_gif(frames, path: str | os.PathLike, *, fps: float = 16.0,
 
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+        raise ValueError(f"max_side must be None or an int >= 1, got {max_side!r}")
     array = to_uint8_frames(frames, value_range=value_range)
     images = [Image.fromarray(frame, mode="RGB") for frame in array]
+    _, height, width, _ = array.shape
+    if max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))  # PIL sizes are (W, H)
+        images = [image.resize(size, Image.Resampling.LANCZOS) for image in images]
     buffer = io.BytesIO()
     images[0].save(
         buffer, format="GIF", save_all=True, append_images=images[1:],
@@ -192,13 +201,15 @@ def write_gif(frames, path: str | os.PathLike, *, fps: float = 16.0,
 
 
 def export_video(frames, path_without_suffix: str | os.PathLike, *, fps: float = 16.0,
-                 value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Path]:
+                 gif_max_side: int | None = None, value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Path]:
     """Write a video as `<path>.mp4` and an animated GIF preview `<path>.gif`.
 
     Args:
         frames: `[T, H, W, C]` frames, as in `to_uint8_frames`.
         path_without_suffix: output path; ".mp4" and ".gif" are appended.
         fps: frames per second of both files.
+        gif_max_side: longer side of the GIF preview at most, in pixels (see `write_gif`); None
+            keeps the full size. The MP4 always keeps the full size.
         value_range: range of float frames, (0, 1) or (-1, 1).
 
     Returns:
@@ -208,5 +219,5 @@ def export_video(frames, path_without_suffix: str | os.PathLike, *, fps: float =
     base = Path(path_without_suffix)
     return {
         "mp4": write_mp4(array, base.with_name(base.name + ".mp4"), fps=fps),
-        "gif": write_gif(array, base.with_name(base.name + ".gif"), fps=fps),
+        "gif": write_gif(array, base.with_name(base.name + ".gif"), fps=fps, max_side=gif_max_side),
     }

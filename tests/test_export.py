@@ -95,6 +95,21 @@ def test_grey_frames_export_as_rgb(tmp_path):
     np.testing.assert_array_equal(read, expected)
 
 
+def test_gif_preview_scaled_down(tmp_path):
+    video = _known_colour_video()  # [7, 48, 64, 3]
+    path = write_gif(video, tmp_path / "small.gif", max_side=32)
+    read = _read_gif(path)
+    assert read.shape == (7, 24, 32, 3)
+    # further than the Lanczos support (6 source pixels) from a colour edge, colours stay exact
+    np.testing.assert_array_equal(read[:, :4, :4], video[:, :4, :4])
+    patch_colour = video[:, 24:25, 40:41]  # [7, 1, 1, 3]
+    np.testing.assert_array_equal(read[:, 11:13, 19:21], np.broadcast_to(patch_colour, (7, 2, 2, 3)))
+    # frames already small enough are kept as they are
+    np.testing.assert_array_equal(_read_gif(write_gif(video, tmp_path / "same.gif", max_side=64)), video)
+    with pytest.raises(ValueError, match="max_side must be None or an int >= 1, got 0"):
+        write_gif(video, tmp_path / "bad.gif", max_side=0)
+
+
 def test_odd_size_mp4_is_padded_not_resized(tmp_path):
     video = np.zeros((3, 17, 23, 3), dtype=np.uint8)
     video[:, :, :12] = [200, 30, 30]

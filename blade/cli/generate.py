@@ -34,7 +34,11 @@ def register(subparsers) -> None:
     parser.add_argument("--height", type=int, default=None, help="frame height in pixels (default: the pipeline's)")
     parser.add_argument("--width", type=int, default=None, help="frame width in pixels (default: the pipeline's)")
     parser.add_argument("--frames", type=int, default=None, help="number of frames (default: the pipeline's)")
-    parser.add_argument("--fps", type=float, default=16.0, help="frame rate of the written files (default 16)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of the written files (default: 16 for Wan, 8 for CogVideoX)")
+    parser.add_argument("--gif-max-side", type=int, default=480,
+                        help="scale the GIF preview down to this many pixels on its longer side; 0 keeps the full "
+                             "size (default 480)")
 
     parser.add_argument("--lora", default=None,
                         help="diffusers-format LoRA: .safetensors file or folder with pytorch_lora_weights.safetensors")
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         report = generate_videos(
             pipe, prompts, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
             height=height, width=width, frames=frames, negative_prompt=args.negative, fps=args.fps,
+            gif_max_side=args.gif_max_side or None,
             progress=not args.no_progress, metadata=metadata, resume=not args.overwrite,
         )
     except (FileNotFoundError, ValueError, TypeError) as error:

@@ -72,6 +72,11 @@ def default_video_size(pipe) -> tuple[int, int, int]:
     return tuple(sizes)
 
 
+def default_fps(pipe) -> float:
+    """Return the frame rate diffusers' own examples export a pipeline's videos at: 8 for CogVideoX, 16 otherwise (Wan)."""
+    return 8.0 if type(pipe).__name__.startswith("CogVideoX") else 16.0
+
+
 def _slug(prompt: str, limit: int = 40) -> str:
     words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
     return words[:limit].rstrip("-") or "prompt"
@@ -87,7 +92,7 @@ def _call_kwargs(pipe) -> dict:
     return kwargs
 
 
-def _check_arguments(prompts, steps, guidance, fps) -> list[str]:
+def _check_arguments(prompts, steps, guidance, fps, gif_max_side) -> list[str]:
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
@@ -99,6 +104,9 @@ def _check_arguments(prompts, steps, guidance, fps) -> list[str]:
         raise ValueError(f"guidance must be a number >= 0 (values <= 1 disable classifier-free guidance), got {guidance!r}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
+    if gif_max_side is not None and (isinstance(gif_max_side, bool) or not isinstance(gif_max_side, int)
+                                     or gif_max_side < 1):
+        raise ValueError(f"gif_max_side must be None (full size) or an int >= 1, got {gif_max_side!r}")
     return prompts
 
 
@@ -135,7 +143,8 @@ def generate_videos(
     width: int | None = None,
     frames: int | None = None,
     negative_prompt: str = "",
-    fps: float = 16.0,
+    fps: float | None = None,
+    gif_max_side: int | None = 480,
     progress: bool = True,
     metadata: dict | None = None,
     resume: bool = False,
@@ -158,7 +167,9 @@ def generate_videos(
         seed: run seed; see `prompt_seed`.
         height, width, frames: video size in pixels and frames; None takes `default_video_size`.
         negative_prompt: negative prompt for guidance.
-        fps: frame rate of the written files.
+        fps: frame rate of the written files; None takes `default_fps`.
+        gif_max_side: the GIF preview is scaled down to at most this many pixels on its longer
+            side (None keeps the full size); the MP4 always has the full size.
         progress: show one tqdm bar over all prompts and steps (the pipeline's own bar is hidden).
         metadata: extra JSON-serialisable settings to record (model path, LoRA, ASA config). They
             are part of the settings a resumed run must match, so include whatever identifies the
@@ -178,7 +189,8 @@ def generate_videos(
 
     import blade
 
-    prompts = _check_arguments(prompts, steps, guidance, fps)
+    fps = default_fps(pipe) if fps is None else fps
+    prompts = _check_arguments(prompts, steps, guidance, fps, gif_max_side)
     default_height, default_width, default_frames = default_video_size(pipe)
     height = default_height if height is None else height
     width = default_width if width is None else width
@@ -197,6 +209,7 @@ def generate_videos(
         "frames": frames,
         "negative_prompt": negative_prompt,
         "fps": float(fps),
+        "gif_max_side": gif_max_side,
         **(metadata or {}),
     }
     report_path = out_dir / REPORT_NAME
@@ -275,7 +288,7 @@ def _generate_one(pipe, prompt: str, index: int, out_dir: Path, settings: dict, 
 
     export_start = time.perf_counter()
     stem = f"{index:04d}_{_slug(prompt)}"
-    paths = export_video(video, out_dir / stem, fps=settings["fps"])
+    paths = export_video(video, out_dir / stem, fps=settings["fps"], gif_max_side=settings["gif_max_side"])
     export_seconds = time.perf_counter() - export_start
     step_seconds = monitor.step_seconds
     logger.info("prompt %d: %d frames in %.2f s (%.3f s/step), wrote %s", index, len(video), wall,

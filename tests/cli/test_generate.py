@@ -82,6 +82,7 @@ def test_generate_cogvideox_with_guidance_and_rerun(tiny_pipeline_dirs, tmp_path
     first = json.loads((out / "generation.json").read_text())
     assert first["settings"]["pipeline"] == "CogVideoXPipeline"
     assert first["settings"]["guidance"] == 3.0
+    assert first["settings"]["fps"] == 8.0  # CogVideoX's frame rate
 
     # a rerun with the same settings keeps the video (same timings), --overwrite makes it again
     assert main(arguments) == 0

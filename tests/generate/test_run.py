@@ -57,6 +57,7 @@ def test_report_and_files(first_run):
     assert on_disk == json.loads(json.dumps(report))
     assert on_disk["settings"]["model"] == "tiny"
     assert on_disk["settings"]["frames"] == 5
+    assert on_disk["settings"]["fps"] == 16.0  # Wan's frame rate
     for index, video in enumerate(on_disk["videos"]):
         assert video["index"] == index
         assert video["prompt"] == PROMPTS[index]
@@ -159,6 +160,7 @@ def test_guidance_calls_transformer_twice_per_step(wan_pipeline, tmp_path):
         (["ok"], {"steps": 0}, "steps must be an int >= 1, got 0"),
         (["ok"], {"guidance": -1.0}, "guidance must be a number >= 0"),
         (["ok"], {"fps": 0}, "fps must be > 0"),
+        (["ok"], {"gif_max_side": 0}, r"gif_max_side must be None \(full size\) or an int >= 1, got 0"),
     ],
 )
 def test_bad_arguments_rejected(wan_pipeline, tmp_path, prompts, overrides, match):
