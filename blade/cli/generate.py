@@ -70,14 +70,21 @@ def run(args: argparse.Namespace) -> int:
     """Run `blade generate` with parsed arguments; return the exit code (2 on invalid input)."""
     from blade.generate import NonFiniteError, blade_config_from_option, check_video_size, default_video_size
     from blade.generate import generate_videos, prepare_pipeline
+    from blade.generate.lora import lora_weights_file
+    from blade.generate.run import check_arguments, default_fps
     from blade.generate.sizes import pipeline_skeleton
 
     try:
-        prompts = _prompts(args)
+        # Check everything on a weightless copy of the pipeline first, so bad input fails in a second.
+        skeleton = pipeline_skeleton(args.model)
+        fps = default_fps(skeleton) if args.fps is None else args.fps
+        gif_max_side = args.gif_max_side or None
+        prompts = check_arguments(_prompts(args), steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                  fps=fps, gif_max_side=gif_max_side)
         if args.blade is not None:
             blade_config_from_option(args.blade)
-        # Validate the size on a weightless copy of the pipeline, so a bad size fails in a second.
-        skeleton = pipeline_skeleton(args.model)
+        if args.lora is not None:
+            lora_weights_file(args.lora)
         default_height, default_width, default_frames = default_video_size(skeleton)
         height = default_height if args.height is None else args.height
         width = default_width if args.width is None else args.width
@@ -89,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
         metadata = {"model": str(args.model), **details}
         report = generate_videos(
             pipe, prompts, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
-            height=height, width=width, frames=frames, negative_prompt=args.negative, fps=args.fps,
-            gif_max_side=args.gif_max_side or None,
+            height=height, width=width, frames=frames, negative_prompt=args.negative, fps=fps,
+            gif_max_side=gif_max_side,
             progress=not args.no_progress, metadata=metadata, resume=not args.overwrite,
         )
     except (FileNotFoundError, ValueError, TypeError) as error:

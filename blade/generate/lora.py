@@ -16,7 +16,14 @@ logger = logging.getLogger(__name__)
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
-def _weights_file(path: Path) -> Path:
+def lora_weights_file(path) -> Path:
+    """Return the safetensors file of a LoRA given as a file or a `save_lora_weights` folder.
+
+    Raises:
+        FileNotFoundError: the path, or the weights file in the folder, does not exist.
+        ValueError: the file is not a .safetensors file.
+    """
+    path = Path(path)
     if path.is_dir():
         candidate = path / LORA_WEIGHT_NAME
         if not candidate.is_file():
@@ -75,12 +82,14 @@ def load_lora(pipe, path, *, adapter_name: str = "lora", scale: float = 1.0) -> 
         FileNotFoundError: the file or folder does not exist.
         ValueError: the file is not safetensors, or no module of the transformer was adapted.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    weights_file = _weights_file(path)
-    with safe_open(str(weights_file), framework="pt") as handle:
-        keys = list(handle.keys())
+    weights_file = lora_weights_file(path)
+    try:
+        with safe_open(str(weights_file), framework="pt") as handle:
+            keys = list(handle.keys())
+    except SafetensorError as error:
+        raise ValueError(f"LoRA file {str(weights_file)!r} is not a valid safetensors file ({error})") from error
     file_modules = _lora_module_names(keys)
     transformer = pipe.transformer
     existing = set(getattr(transformer, "peft_config", None) or {})

@@ -92,7 +92,12 @@ def _call_kwargs(pipe) -> dict:
     return kwargs
 
 
-def _check_arguments(prompts, steps, guidance, fps, gif_max_side) -> list[str]:
+def check_arguments(prompts, *, steps, guidance, seed, fps, gif_max_side) -> list[str]:
+    """Validate the arguments of `generate_videos` that need no pipeline; return the prompts as a list.
+
+    Raises:
+        ValueError: naming the first invalid argument.
+    """
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
@@ -102,6 +107,7 @@ def _check_arguments(prompts, steps, guidance, fps, gif_max_side) -> list[str]:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not isinstance(guidance, (int, float)) or not guidance >= 0:
         raise ValueError(f"guidance must be a number >= 0 (values <= 1 disable classifier-free guidance), got {guidance!r}")
+    prompt_seed(seed, 0)  # rejects a negative or non-int seed
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
     if gif_max_side is not None and (isinstance(gif_max_side, bool) or not isinstance(gif_max_side, int)
@@ -182,7 +188,7 @@ def generate_videos(
         Paths in it are relative to `out_dir`; times are wall-clock seconds.
 
     Raises:
-        ValueError: invalid prompts, steps, guidance or video size.
+        ValueError: invalid prompts, steps, guidance, seed, fps, gif_max_side or video size.
         NonFiniteError: NaN or Inf in the latents (naming the step) or in the decoded frames.
     """
     from tqdm.auto import tqdm
@@ -190,7 +196,7 @@ def generate_videos(
     import blade
 
     fps = default_fps(pipe) if fps is None else fps
-    prompts = _check_arguments(prompts, steps, guidance, fps, gif_max_side)
+    prompts = check_arguments(prompts, steps=steps, guidance=guidance, seed=seed, fps=fps, gif_max_side=gif_max_side)
     default_height, default_width, default_frames = default_video_size(pipe)
     height = default_height if height is None else height
     width = default_width if width is None else width

@@ -131,9 +131,15 @@ def test_nan_weights_stop_at_first_step(tmp_path, caplog):
         (["--blade", "wan21"], "is neither a preset (wan, cogvideox, dense)"),
         (["--lora", "missing.safetensors"], "not found"),
         (["--steps", "0"], "steps must be an int >= 1, got 0"),
+        (["--seed", "-1"], "seed must be an int >= 0, got -1"),
+        (["--fps", "0"], "fps must be > 0, got 0.0"),
     ],
 )
-def test_bad_options_exit_2(tiny_pipeline_dirs, tmp_path, caplog, extra, message):
+def test_bad_options_exit_2(tiny_pipeline_dirs, tmp_path, caplog, monkeypatch, extra, message):
+    def fail(*args, **kwargs):
+        raise AssertionError("bad options must be rejected before the pipeline is loaded")
+
+    monkeypatch.setattr(blade.models, "load_pipeline", fail)
     arguments = ["generate", "--model", str(tiny_pipeline_dirs["wan"]), "--prompt", "a red ball",
                  "--out", str(tmp_path / "out"), "--steps", "1", "--guidance", "1", "--height", "16", "--width", "16",
                  "--frames", "1", "--no-progress", *extra]

@@ -79,6 +79,10 @@ def test_lora_path_errors(wan_pipeline, tmp_path):
         load_lora(wan_pipeline, tmp_path / "missing.safetensors")
     with pytest.raises(FileNotFoundError, match="has no pytorch_lora_weights.safetensors"):
         load_lora(wan_pipeline, tmp_path)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="is not a valid safetensors file"):
+        load_lora(wan_pipeline, corrupt)
     pickled = tmp_path / "lora.bin"
     pickled.write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="not a .safetensors file"):

@@ -160,6 +160,7 @@ def test_guidance_calls_transformer_twice_per_step(wan_pipeline, tmp_path):
         (["ok"], {"steps": 0}, "steps must be an int >= 1, got 0"),
         (["ok"], {"guidance": -1.0}, "guidance must be a number >= 0"),
         (["ok"], {"fps": 0}, "fps must be > 0"),
+        (["ok"], {"seed": -3}, "seed must be an int >= 0, got -3"),
         (["ok"], {"gif_max_side": 0}, r"gif_max_side must be None \(full size\) or an int >= 1, got 0"),
     ],
 )
