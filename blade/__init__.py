@@ -25,6 +25,8 @@ _LAZY_EXPORTS = {
     "export_video": "blade.export",
     "psnr": "blade.evaluation",
     "ssim": "blade.evaluation",
+    "DistillConfig": "blade.distill",
+    "load_lora": "blade.distill",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

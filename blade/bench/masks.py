@@ -286,3 +286,15 @@ def register_masks(bench_subparsers) -> argparse.ArgumentParser:
     add_masks_arguments(parser)
     parser.set_defaults(handler=run_masks_benchmark)
     return parser
+
+
+def main(argv=None) -> int:
+    """Run the benchmark standalone: `python -m blade.bench.masks [options]`."""
+    parser = argparse.ArgumentParser(prog="python -m blade.bench.masks", description=__doc__.split("\n\n")[0])
+    add_masks_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return run_masks_benchmark(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

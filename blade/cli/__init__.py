@@ -14,6 +14,7 @@ _SUBCOMMAND_MODULES = [
     "blade.cli.bench",
     "blade.cli.embed",
     "blade.cli.generate",
+    "blade.cli.distill",
 ]
 
 

@@ -13,6 +13,16 @@ import torch
 # ByT5's 256 byte values, 3 special tokens and 125 extra ids.
 _BYT5_VOCAB_SIZE = 384
 _TEXT_DIM = 32
+# One-layer encoder settings shared by the UMT5 (Wan) and T5 (CogVideoX) configs.
+_TEXT_ENCODER_CONFIG = {
+    "vocab_size": _BYT5_VOCAB_SIZE,
+    "d_model": _TEXT_DIM,
+    "d_ff": 64,
+    "num_layers": 1,
+    "num_heads": 2,
+    "d_kv": 16,
+    "relative_attention_num_buckets": 8,
+}
 
 
 def _tiny_tokenizer():
@@ -41,17 +51,7 @@ def tiny_wan_pipeline(seed: int = 0, *, num_layers: int = 2, num_heads: int = 2,
     latent_channels = 4
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=_BYT5_VOCAB_SIZE,
-                d_model=_TEXT_DIM,
-                d_ff=64,
-                num_layers=1,
-                num_heads=2,
-                d_kv=16,
-                relative_attention_num_buckets=8,
-            )
-        )
+        text_encoder = UMT5EncoderModel(UMT5Config(**_TEXT_ENCODER_CONFIG))
         vae = AutoencoderKLWan(
             base_dim=8,
             z_dim=latent_channels,
@@ -106,17 +106,7 @@ def tiny_cogvideox_pipeline(seed: int = 0, *, num_layers: int = 2, num_heads: in
     latent_channels = 4
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = T5EncoderModel(
-            T5Config(
-                vocab_size=_BYT5_VOCAB_SIZE,
-                d_model=_TEXT_DIM,
-                d_ff=64,
-                num_layers=1,
-                num_heads=2,
-                d_kv=16,
-                relative_attention_num_buckets=8,
-            )
-        )
+        text_encoder = T5EncoderModel(T5Config(**_TEXT_ENCODER_CONFIG))
         vae = AutoencoderKLCogVideoX(
             block_out_channels=(8, 8, 8, 8),
             latent_channels=latent_channels,

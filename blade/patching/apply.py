@@ -66,6 +66,10 @@ def apply_blade(transformer, config: BladeConfig, *, schedule=None):
     Returns:
         The same transformer, patched in place.
 
+    NOTE: under gradient checkpointing the recomputation during backward reads the step of the
+    latest forward. Without a schedule that step is always None, so masks always match. With a
+    schedule, run backward before the next forward of the same transformer at another step.
+
     Raises:
         TypeError: unsupported model or config type.
         ValueError: dense_steps > 0 without a schedule, or dense_layers outside the model.

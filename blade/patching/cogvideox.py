@@ -12,7 +12,7 @@ import logging
 import torch
 from diffusers.models.embeddings import apply_rotary_emb
 
-from blade.patching.common import BladeProcessorBase, BladeState, check_grid, install_hook
+from blade.patching.common import BladeProcessorBase, BladeState, LatentGrid, install
 
 logger = logging.getLogger(__name__)
 _mask_warning_logged = False
@@ -42,7 +42,7 @@ class BladeCogVideoXAttnProcessor(BladeProcessorBase):
                 _warn_mask_once()
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         if self.state.runs_dense(self.layer):
-            self.record_dense()
+            self.record_dense(hidden_states.shape[0], attn.heads)
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
         text_tokens = encoder_hidden_states.size(1)
@@ -74,29 +74,11 @@ class BladeCogVideoXAttnProcessor(BladeProcessorBase):
         return video_out, encoder_out
 
 
-def _cogvideox_grid(transformer):
-    patch = transformer.config.patch_size
-    patch_t = transformer.config.patch_size_t or 1
-    model_name = type(transformer).__name__
-
-    def grid_of(arguments):
-        hidden_states = arguments["hidden_states"]
-        if hidden_states.ndim != 5:
-            raise ValueError(
-                f"{model_name} expects hidden_states [B, F, C, H, W], got shape {tuple(hidden_states.shape)}"
-            )
-        frames, height, width = hidden_states.shape[1], hidden_states.shape[3], hidden_states.shape[4]
-        return check_grid(("frames", "height", "width"), (frames, height, width), (patch_t, patch, patch), model_name)
-
-    return grid_of
-
-
 def patch_cogvideox(transformer, state: BladeState) -> None:
     """Install a `BladeCogVideoXAttnProcessor` on every `transformer_blocks[i].attn1` and the pre-hook."""
-    for layer, block in enumerate(transformer.transformer_blocks):
-        attn = block.attn1
-        original = attn.get_processor()
-        state.original_processors.append((attn, original))
-        attn.set_processor(BladeCogVideoXAttnProcessor(state, layer, original))
-    install_hook(transformer, state, _cogvideox_grid(transformer), lambda arguments: arguments["timestep"])
-    logger.debug("patched %d CogVideoX joint attention layers", len(transformer.transformer_blocks))
+    attention_modules = [block.attn1 for block in transformer.transformer_blocks]
+    patch = transformer.config.patch_size
+    # CogVideoX 1.5 also patches time (patch_size_t 2); 1.0 does not (None).
+    patch_thw = (transformer.config.patch_size_t or 1, patch, patch)
+    grid = LatentGrid(type(transformer).__name__, "BFCHW", patch_thw)
+    install(transformer, state, attention_modules, BladeCogVideoXAttnProcessor, grid)

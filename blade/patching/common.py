@@ -143,6 +143,9 @@ def call_seed(seed: int, layer: int, step: int | None) -> int:
 
     The same triple always gives the same seed, so the recomputed forward of gradient checkpointing
     and the two CFG calls of one step sample the same tokens.
+
+    NOTE: without a registered schedule the step is None, so every call of a layer samples the same
+    positions. A training loop that wants fresh samples per iteration must vary `config.seed`.
     """
     value = seed & _SEED_MASK
     for part in (layer, -1 if step is None else step):
@@ -203,11 +206,41 @@ def check_grid(dimension_names, sizes, patch_sizes, model_name) -> tuple[int, in
         if size % patch or size == 0:
             lower = max(patch, size - size % patch)
             upper = lower + patch if size >= lower else lower
+            valid = sorted({lower, upper})
+            pixels = ""
+            if name in ("height", "width"):
+                # Both Wan2.1's and CogVideoX's VAEs downsample 8x in space.
+                pixels = f" (pixel {name} {' or '.join(str(8 * value) for value in valid)} with an 8x VAE)"
             raise ValueError(
                 f"latent {name} {size} is not divisible by the patch size {patch} of {model_name}; "
-                f"valid nearby latent {name} values are {sorted({lower, upper})}; resize the video or latents"
+                f"valid nearby latent {name} values are {valid}{pixels}; resize the video or latents"
             )
     return tuple(size // patch for size, patch in zip(sizes, patch_sizes))
+
+
+class LatentGrid:
+    """Reader of a call's token grid (T, H, W) from its 5-D latents and the model's patch size.
+
+    Args:
+        model_name: class name used in messages.
+        layout: axis letters of `hidden_states`, "BCFHW" for Wan and "BFCHW" for CogVideoX.
+        patch_thw: patch size along frames, height and width.
+    """
+
+    def __init__(self, model_name: str, layout: str, patch_thw: tuple[int, int, int]):
+        self.model_name = model_name
+        self.layout = layout
+        self.patch_thw = tuple(patch_thw)
+
+    def __call__(self, arguments) -> tuple[int, int, int]:
+        hidden_states = arguments["hidden_states"]
+        if hidden_states.ndim != 5:
+            raise ValueError(
+                f"{self.model_name} expects hidden_states [{', '.join(self.layout)}], got shape "
+                f"{tuple(hidden_states.shape)}"
+            )
+        sizes = tuple(hidden_states.shape[self.layout.index(axis)] for axis in "FHW")
+        return check_grid(("frames", "height", "width"), sizes, self.patch_thw, self.model_name)
 
 
 class CallContextHook:
@@ -219,15 +252,14 @@ class CallContextHook:
     Args:
         state: the transformer's BladeState.
         signature: `inspect.signature` of the transformer's forward, to read arguments by name.
-        grid_of: maps the bound forward arguments to the token grid (T, H, W), raising on bad sizes.
-        timestep_of: maps the bound forward arguments to the timestep argument.
+        grid_of: maps the bound forward arguments to the token grid (T, H, W), raising on bad sizes
+            (a `LatentGrid`).
     """
 
-    def __init__(self, state: BladeState, signature: inspect.Signature, grid_of: Callable, timestep_of: Callable):
+    def __init__(self, state: BladeState, signature: inspect.Signature, grid_of: Callable):
         self.state = state
         self.signature = signature
         self.grid_of = grid_of
-        self.timestep_of = timestep_of
 
     # Runs eagerly under torch.compile: binding arguments and reading the schedule are host-side
     # Python work, and tracing them would only add guards on the forward counter.
@@ -236,16 +268,29 @@ class CallContextHook:
         state = self.state
         arguments = self.signature.bind_partial(*args, **kwargs).arguments
         grid_thw = self.grid_of(arguments)
-        step = step_index(self.timestep_of(arguments), state.schedule) if state.schedule is not None else None
+        step = step_index(arguments["timestep"], state.schedule) if state.schedule is not None else None
         state.context = CallContext(grid_thw=grid_thw, step=step, forward_index=state.forward_count)
         state.forward_count += 1
         return None
 
 
-def install_hook(transformer, state: BladeState, grid_of: Callable, timestep_of: Callable) -> None:
-    """Register a `CallContextHook` on the transformer (see its arguments)."""
-    hook = CallContextHook(state, inspect.signature(transformer.forward), grid_of, timestep_of)
+def install(transformer, state: BladeState, attention_modules, processor_class, grid_of: Callable) -> None:
+    """Put a `processor_class` on each attention module and register the `CallContextHook`.
+
+    Args:
+        transformer: the diffusers transformer.
+        state: its BladeState; receives the (module, original processor) pairs.
+        attention_modules: the attention modules to patch, in block order (index = layer).
+        processor_class: a `BladeProcessorBase` subclass.
+        grid_of: see `CallContextHook`.
+    """
+    for layer, attn in enumerate(attention_modules):
+        original = attn.get_processor()
+        state.original_processors.append((attn, original))
+        attn.set_processor(processor_class(state, layer, original))
+    hook = CallContextHook(state, inspect.signature(transformer.forward), grid_of)
     transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    logger.debug("patched %d attention layers of %s", len(state.original_processors), type(transformer).__name__)
 
 
 def uninstall_hook(transformer) -> None:
@@ -317,9 +362,9 @@ class BladeProcessorBase:
             recorder.add(self.layer, context, stats)
         return out
 
-    def record_dense(self):
-        """Record a dense call (sparsity 0) when the active recorder selects it."""
+    def record_dense(self, batch_size: int, heads: int):
+        """Record a dense call (sparsity 0 for each of the [batch_size, heads] pairs) if it is selected."""
         recorder = self.state.recorder
         context = self.state.context
         if recorder is not None and context is not None and recorder.wants(self.layer, context):
-            recorder.add_dense(self.layer, context)
+            recorder.add_dense(self.layer, context, batch_size, heads)

@@ -32,8 +32,8 @@ class RecordedCall:
         step: denoising step index on the registered schedule, or None without a schedule.
         forward_index: which transformer forward since patching (two CFG forwards of Wan differ).
         dense: the call ran the original dense attention (a dense step or layer), so it has no mask.
-        sparsity: float32 tensor, ASA's reported sparsity for the call (0 for a dense call).
-        kept_fraction: float32 tensor, fraction of key blocks kept (1 for a dense call).
+        sparsity: float32 [B, H], ASA's reported sparsity for the call (0 for a dense call).
+        kept_fraction: float32 [B, H], fraction of block pairs kept (1 for a dense call).
         block_mask: bool [B, H_selected, n_q_blocks, n_k_blocks], or None (dense call, or the byte
             budget was exhausted). Blocks index ASA's curve-ordered sequence, not raster order.
         block_scores: float32 [B, H_selected, n_q_blocks, n_k_blocks] estimated block importance, or None.
@@ -188,9 +188,10 @@ class MaskRecorder:
         self.recording.calls.append(call)
         return call
 
-    def add_dense(self, layer: int, context) -> None:
-        """Record a call that ran dense attention."""
-        self._new_call(layer, context, True, torch.zeros((), dtype=torch.float32), torch.ones((), dtype=torch.float32))
+    def add_dense(self, layer: int, context, batch_size: int, heads: int) -> None:
+        """Record a call that ran dense attention: sparsity 0 and kept fraction 1, float32 [B, H]."""
+        shape = (batch_size, heads)
+        self._new_call(layer, context, True, torch.zeros(shape), torch.ones(shape))
 
     def add(self, layer: int, context, stats: dict) -> None:
         """Record an ASA call from its stats ("sparsity", "kept_fraction", "block_mask", "block_scores")."""

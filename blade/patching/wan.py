@@ -7,11 +7,7 @@ the transformer's forward pre-hook fills in.
 
 from __future__ import annotations
 
-import logging
-
-from blade.patching.common import BladeProcessorBase, BladeState, check_grid, install_hook
-
-logger = logging.getLogger(__name__)
+from blade.patching.common import BladeProcessorBase, BladeState, LatentGrid, install
 
 
 def _apply_rotary(hidden_states, freqs_cos, freqs_sin):
@@ -43,7 +39,7 @@ class BladeWanAttnProcessor(BladeProcessorBase):
             # Not the self-attention call this processor was installed for: leave it to diffusers.
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if self.state.runs_dense(self.layer):
-            self.record_dense()
+            self.record_dense(hidden_states.shape[0], attn.heads)
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
         if getattr(attn, "fused_projections", False):
@@ -66,28 +62,8 @@ class BladeWanAttnProcessor(BladeProcessorBase):
         return attn.to_out[1](out)
 
 
-def _wan_grid(transformer):
-    patch_t, patch_h, patch_w = transformer.config.patch_size
-    model_name = type(transformer).__name__
-
-    def grid_of(arguments):
-        hidden_states = arguments["hidden_states"]
-        if hidden_states.ndim != 5:
-            raise ValueError(
-                f"{model_name} expects hidden_states [B, C, F, H, W], got shape {tuple(hidden_states.shape)}"
-            )
-        frames, height, width = hidden_states.shape[2:]
-        return check_grid(("frames", "height", "width"), (frames, height, width), (patch_t, patch_h, patch_w), model_name)
-
-    return grid_of
-
-
 def patch_wan(transformer, state: BladeState) -> None:
     """Install a `BladeWanAttnProcessor` on every `blocks[i].attn1` and the forward pre-hook."""
-    for layer, block in enumerate(transformer.blocks):
-        attn = block.attn1
-        original = attn.get_processor()
-        state.original_processors.append((attn, original))
-        attn.set_processor(BladeWanAttnProcessor(state, layer, original))
-    install_hook(transformer, state, _wan_grid(transformer), lambda arguments: arguments["timestep"])
-    logger.debug("patched %d Wan self-attention layers", len(transformer.blocks))
+    attention_modules = [block.attn1 for block in transformer.blocks]
+    grid = LatentGrid(type(transformer).__name__, "BCFHW", tuple(transformer.config.patch_size))
+    install(transformer, state, attention_modules, BladeWanAttnProcessor, grid)

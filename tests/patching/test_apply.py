@@ -6,10 +6,17 @@ import torch
 
 from blade import BladeConfig, apply_blade, record_masks, remove_blade, set_schedule
 from blade.models import tiny_transformer_inputs
-from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
-from tests.patching.helpers import BLOCK_SIZE, attention_modules, dense_config, preset, run, token_count
-
-PROCESSOR_CLASSES = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
+from blade.patching import BladeWanAttnProcessor
+from blade.patching.common import LatentGrid
+from tests.patching.helpers import (
+    BLOCK_SIZE,
+    PROCESSOR_CLASSES,
+    attention_modules,
+    dense_config,
+    preset,
+    run,
+    token_count,
+)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
@@ -18,7 +25,7 @@ def test_dense_config_matches_unpatched(tiny_pipeline, model_family, batch_size)
     inputs = tiny_transformer_inputs(tiny_pipeline, batch_size=batch_size)
     expected = run(transformer, inputs)
 
-    apply_blade(transformer, dense_config())
+    apply_blade(transformer, dense_config(backend="auto"))
     with record_masks(transformer) as recording:
         actual = run(transformer, inputs)
 
@@ -133,6 +140,7 @@ def test_dense_layers_run_the_original_processor(wan_pipeline):
         run(transformer, tiny_transformer_inputs(wan_pipeline))
     assert [(call.layer, call.dense) for call in recording.calls] == [(0, False), (1, True)]
     assert recording.calls[1].block_mask is None
+    assert torch.equal(recording.calls[1].sparsity, torch.zeros(1, 2))
 
 
 def test_pipeline_steps_come_from_the_scheduler(tiny_pipeline, model_family):
@@ -211,7 +219,7 @@ def test_remove_unpatched_raises(wan_pipeline):
     ("family_name", "size", "message"),
     [
         ("wan", (5, 15, 18), r"latent height 15 is not divisible by the patch size 2 of WanTransformer3DModel; "
-         r"valid nearby latent height values are \[14, 16\]"),
+         r"valid nearby latent height values are \[14, 16\] \(pixel height 112 or 128 with an 8x VAE\)"),
         ("cogvideox", (5, 14, 17), r"latent width 17 is not divisible by the patch size 2 of "
          r"CogVideoXTransformer3DModel; valid nearby latent width values are \[16, 18\]"),
     ],
@@ -272,3 +280,28 @@ def test_apply_to_compiled_wrapper_patches_inner_model(wan_pipeline):
     assert all(isinstance(attn.processor, BladeWanAttnProcessor) for attn in attention_modules(transformer))
     remove_blade(wrapper)
     assert not any(isinstance(attn.processor, BladeWanAttnProcessor) for attn in attention_modules(transformer))
+
+
+def test_rejects_latents_without_five_axes(wan_pipeline):
+    apply_blade(wan_pipeline.transformer, preset("wan"))
+    inputs = tiny_transformer_inputs(wan_pipeline)
+    inputs["hidden_states"] = inputs["hidden_states"][:, :, 0]
+    with pytest.raises(ValueError, match=r"expects hidden_states \[B, C, F, H, W\], got shape \(1, 4, 14, 18\)"):
+        run(wan_pipeline.transformer, inputs)
+
+
+@pytest.mark.parametrize(
+    ("layout", "patch_thw", "latent_fhw", "grid"),
+    [
+        ("BCFHW", (1, 2, 2), (21, 60, 104), (21, 30, 52)),  # Wan2.1, 81 frames at 480x832
+        ("BCFHW", (1, 2, 2), (21, 48, 80), (21, 24, 40)),  # Wan2.1, 81 frames at 384x640
+        ("BFCHW", (1, 2, 2), (13, 60, 90), (13, 30, 45)),  # CogVideoX-5B, 49 frames at 480x720
+        ("BFCHW", (2, 2, 2), (14, 96, 170), (7, 48, 85)),  # CogVideoX1.5 (patch_size_t 2), 768x1360
+    ],
+)
+def test_latent_grid_of_released_sizes(layout, patch_thw, latent_fhw, grid):
+    """Full-size latents (as meta tensors, no memory) map to the token grids of the released models."""
+    frames, height, width = latent_fhw
+    shape = (1, 16, frames, height, width) if layout == "BCFHW" else (1, frames, 16, height, width)
+    reader = LatentGrid("Model", layout, patch_thw)
+    assert reader({"hidden_states": torch.empty(shape, device="meta")}) == grid

@@ -1,20 +1,18 @@
-import pytest
 import torch
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from blade import apply_blade
 from blade.models import load_pipeline, tiny_transformer_inputs
-from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
-from tests.patching.helpers import attention_modules, dense_config, preset, run
-
-PROCESSOR_CLASSES = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
+from tests.patching.helpers import PROCESSOR_CLASSES, attention_modules, dense_config, preset, run
 
 
-def _random_lora(seed=0):
+def _add_random_lora(transformer, seed=0):
     # init_lora_weights=False draws lora_B at random too, so the adapter changes the output at once.
-    torch.manual_seed(seed)
-    return LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(config)
 
 
 def _processors_are_ours(transformer, family):
@@ -27,7 +25,7 @@ def test_lora_added_after_patching_takes_effect(tiny_pipeline, model_family):
     apply_blade(transformer, preset(model_family))
     without_lora = run(transformer, inputs)
 
-    transformer.add_adapter(_random_lora())
+    _add_random_lora(transformer)
     with_lora = run(transformer, inputs)
 
     assert _processors_are_ours(transformer, model_family)
@@ -41,7 +39,7 @@ def test_lora_added_before_patching_matches_unpatched(tiny_pipeline, model_famil
     so the patched processor runs the LoRA-wrapped projections."""
     transformer = tiny_pipeline.transformer
     inputs = tiny_transformer_inputs(tiny_pipeline)
-    transformer.add_adapter(_random_lora())
+    _add_random_lora(transformer)
     expected = run(transformer, inputs)
 
     apply_blade(transformer, dense_config())
@@ -53,7 +51,7 @@ def test_lora_round_trip_through_load_lora_weights(tiny_pipeline, model_family, 
     # train side: a patched transformer with an adapter, saved in the diffusers LoRA format
     source = tiny_pipeline.transformer
     apply_blade(source, preset(model_family))
-    source.add_adapter(_random_lora())
+    _add_random_lora(source)
     inputs = tiny_transformer_inputs(tiny_pipeline)
     source_output = run(source, inputs)
     lora_state = get_peft_model_state_dict(source)
@@ -74,3 +72,7 @@ def test_lora_round_trip_through_load_lora_weights(tiny_pipeline, model_family, 
     assert _processors_are_ours(pipeline.transformer, model_family)
     assert not torch.allclose(after, before, atol=1e-4)
     torch.testing.assert_close(after, source_output, rtol=0, atol=1e-5)
+
+    pipeline.unload_lora_weights()
+    assert _processors_are_ours(pipeline.transformer, model_family)
+    torch.testing.assert_close(run(pipeline.transformer, inputs), before, rtol=0, atol=1e-6)

@@ -1,5 +1,6 @@
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import torch
 from diffusers.utils import export_to_video
 
@@ -44,3 +45,12 @@ def test_loaded_pipeline_patched_exports_video(tiny_pipeline_dirs, model_family,
 
     remove_blade(pipeline.transformer)
     assert torch.equal(_generate(pipeline, "latent"), dense_latents)
+
+
+def test_pipeline_odd_size_fails_before_denoising(cogvideox_pipeline):
+    """CogVideoX's pipeline accepts any multiple of 8 pixels, but a latent height of 9 cannot be
+    patched by 2; the patched model must stop with the valid sizes instead of mis-reshaping."""
+    apply_blade(cogvideox_pipeline.transformer, preset("cogvideox"), schedule=cogvideox_pipeline.scheduler)
+    call = dict(_CALL, height=72)
+    with pytest.raises(ValueError, match=r"latent height 9 is not divisible by the patch size 2.*\(pixel height 64 or 80"):
+        cogvideox_pipeline(**call, output_type="latent")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from tiny_text_encoders import build_pipeline_folder
 
-papermill = pytest.importorskip("papermill")
+import papermill
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_prompt_embeddings.ipynb"

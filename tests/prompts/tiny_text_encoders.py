@@ -4,7 +4,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 HIDDEN = 24
@@ -13,7 +12,7 @@ HIDDEN = 24
 def _t5_tokenizer_from_sentencepiece():
     # A real T5 unigram tokenizer: a tiny sentencepiece model trained offline here, its pieces and
     # scores handed to transformers' T5Tokenizer. Ids 0, 1, 2 are <pad>, </s>, <unk> as in T5.
-    sentencepiece = pytest.importorskip("sentencepiece")
+    import sentencepiece
     from transformers import T5Tokenizer
 
     colours = ["red", "green", "blue", "yellow", "purple"]
