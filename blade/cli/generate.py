@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     """Run `blade generate` with parsed arguments; return the exit code (2 on invalid input)."""
     from blade.generate import NonFiniteError, blade_config_from_option, check_video_size, default_video_size
     from blade.generate import generate_videos, prepare_pipeline
-    from blade.generate.lora import lora_weights_file
+    from safetensors import SafetensorError
+
     from blade.generate.run import check_arguments, default_fps
     from blade.generate.sizes import pipeline_skeleton
 
@@ -83,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                                   fps=fps, gif_max_side=gif_max_side)
         if args.blade is not None:
             blade_config_from_option(args.blade)
-        if args.lora is not None:
-            lora_weights_file(args.lora)
+        if args.lora is not None and not Path(args.lora).exists():
+            raise FileNotFoundError(f"--lora {args.lora!r} not found; pass a LoRA .safetensors file or its folder")
         default_height, default_width, default_frames = default_video_size(skeleton)
         height = default_height if args.height is None else args.height
         width = default_width if args.width is None else args.width
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             gif_max_side=gif_max_side,
             progress=not args.no_progress, metadata=metadata, resume=not args.overwrite,
         )
-    except (FileNotFoundError, ValueError, TypeError) as error:
+    # SafetensorError: a --lora file that is not valid safetensors.
+    except (FileNotFoundError, ValueError, TypeError, SafetensorError) as error:
         logger.error("blade generate failed: %s", error)
         return 2
     except NonFiniteError as error:

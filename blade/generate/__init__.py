@@ -1,6 +1,5 @@
-"""Video generation: size checks, NaN / Inf detection per step, LoRA and ASA setup, and the prompt loop."""
+"""Video generation: size checks, NaN / Inf detection per step, pipeline setup (LoRA, ASA), the prompt loop."""
 
-from blade.generate.lora import load_lora
 from blade.generate.monitor import NonFiniteError, StepMonitor, check_finite_frames
 from blade.generate.pipeline import blade_config_from_option, prepare_pipeline
 from blade.generate.run import default_video_size, generate_videos, prompt_generator, prompt_seed
@@ -15,7 +14,6 @@ __all__ = [
     "check_video_size",
     "default_video_size",
     "generate_videos",
-    "load_lora",
     "prepare_pipeline",
     "prompt_generator",
     "prompt_seed",

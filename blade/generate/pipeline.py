@@ -90,7 +90,8 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None, v
 
     Args:
         model: a Wan or CogVideoX diffusers pipeline folder (loaded with `blade.models.load_pipeline`).
-        lora: a diffusers-format LoRA file or folder (see `blade.generate.load_lora`), or None.
+        lora: a diffusers-format LoRA file or folder, loaded with `blade.distill.load_lora` (which
+            raises when its keys match no transformer module), or None.
         blade: ASA settings: a BladeConfig, preset name or config file (see
             `blade_config_from_option`), or None to keep the model's own attention.
         device: device to run on; None picks CUDA when available, else CPU.
@@ -101,10 +102,10 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None, v
 
     Returns:
         (pipeline, details), where details contains the resolved "device", "dtype", "vae_dtype", "family",
-        "model_fingerprint" (`stat_fingerprint` of the folder), "lora" (the `load_lora` report plus
-        the file's "fingerprint", or None) and "blade" (the BladeConfig as a dict, or None).
+        "model_fingerprint" (`stat_fingerprint` of the folder), "lora" ({"path", "adapted_modules",
+        "fingerprint"}, or None) and "blade" (the BladeConfig as a dict, or None).
     """
-    from blade.generate.lora import load_lora
+    from blade.distill import load_lora
     from blade.models import load_pipeline, pipeline_family
 
     device = device or default_device()
@@ -119,8 +120,11 @@ def prepare_pipeline(model, *, lora=None, blade=None, device=None, dtype=None, v
     pipe.vae.to(dtype=_DTYPES[str(vae_dtype).removeprefix("torch.")])
     lora_report = None
     if lora is not None:
-        lora_report = load_lora(pipe, lora)
-        lora_report["fingerprint"] = stat_fingerprint(lora_report["path"])
+        lora_report = {
+            "path": str(lora),
+            "adapted_modules": load_lora(pipe, lora, adapter_name="lora"),
+            "fingerprint": stat_fingerprint(lora),
+        }
     if config is not None:
         from blade.patching import apply_blade
 

@@ -10,6 +10,8 @@ from diffusers import WanPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from PIL import Image, ImageSequence
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import blade.models
 from blade.cli import main
@@ -66,6 +68,7 @@ def test_generate_wan_with_lora_and_blade(tiny_pipeline_dirs, wan_lora_file, tmp
     assert settings["blade"]["max_ratio"] == 0.5
     # to_q and to_v of self- and cross-attention in 2 blocks
     assert settings["lora"]["adapted_modules"] == 8
+    assert settings["lora"]["path"] == str(wan_lora_file)
     assert [video["prompt"] for video in report["videos"]] == ["a red ball rolls", "a blue cube"]
     assert all(len(video["step_s"]) == 2 for video in report["videos"])
 
@@ -146,6 +149,46 @@ def test_bad_options_exit_2(tiny_pipeline_dirs, tmp_path, caplog, monkeypatch, e
     with caplog.at_level(logging.ERROR):
         assert main(arguments) == 2
     assert message in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("base_model.model.", "matches none of the WanTransformer3DModel modules"),
+        # module names without "transformer." match the model, but diffusers loads none of them
+        ("", "added no adapter 'lora' to the transformer"),
+    ],
+    ids=["peft_save_pretrained", "no_prefix"],
+)
+def test_lora_matching_no_module_exits_2(tiny_pipeline_dirs, wan_lora_file, tmp_path, caplog, prefix, message):
+    """diffusers only warns about such a file and then generates with the plain model."""
+    with safe_open(str(wan_lora_file), framework="pt") as handle:
+        state = {prefix + key.removeprefix("transformer."): handle.get_tensor(key) for key in handle.keys()}
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_file(state, mismatched)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.ERROR):
+        code = main([
+            "generate", "--model", str(tiny_pipeline_dirs["wan"]), "--prompt", "a red ball", "--out", str(out),
+            "--steps", "1", "--guidance", "1", "--height", "16", "--width", "16", "--frames", "1",
+            "--lora", str(mismatched), "--no-progress",
+        ])
+    assert code == 2
+    assert message in caplog.text
+    assert not out.exists()
+
+
+def test_corrupt_lora_exits_2(tiny_pipeline_dirs, tmp_path, caplog):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 16)
+    with caplog.at_level(logging.ERROR):
+        code = main([
+            "generate", "--model", str(tiny_pipeline_dirs["wan"]), "--prompt", "a red ball", "--out",
+            str(tmp_path / "out"), "--steps", "1", "--guidance", "1", "--height", "16", "--width", "16",
+            "--frames", "1", "--lora", str(corrupt), "--no-progress",
+        ])
+    assert code == 2
+    assert "blade generate failed" in caplog.text
 
 
 def test_prompt_source_required(tiny_pipeline_dirs, tmp_path):
