@@ -1,7 +1,7 @@
 """Video generation: size checks, NaN / Inf detection per step, pipeline setup (LoRA, ASA), the prompt loop."""
 
 from blade.generate.monitor import NonFiniteError, StepMonitor, check_finite_frames
-from blade.generate.pipeline import blade_config_from_option, prepare_pipeline
+from blade.generate.prepare import blade_config_from_option, prepare_pipeline
 from blade.generate.run import default_video_size, generate_videos, prompt_generator, prompt_seed
 from blade.generate.sizes import VideoSizeRule, check_video_size, video_size_rule
 

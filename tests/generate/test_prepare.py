@@ -7,7 +7,7 @@ import yaml
 
 from blade.config import BladeConfig
 from blade.generate import blade_config_from_option, prepare_pipeline
-from blade.generate.pipeline import stat_fingerprint
+from blade.generate.prepare import stat_fingerprint
 from blade.patching import BladeCogVideoXAttnProcessor, BladeWanAttnProcessor
 
 PROCESSORS = {"wan": BladeWanAttnProcessor, "cogvideox": BladeCogVideoXAttnProcessor}
