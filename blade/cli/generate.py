@@ -42,7 +42,8 @@ def register(subparsers) -> None:
                              "size (default 480)")
 
     parser.add_argument("--lora", default=None,
-                        help="diffusers-format LoRA: .safetensors file or folder with pytorch_lora_weights.safetensors")
+                        help="diffusers-format LoRA: .safetensors file or folder with pytorch_lora_weights.safetensors "
+                             "(sampled with the pipeline's scheduler, not the sampler blade distill trains with)")
     parser.add_argument("--blade", default=None, metavar="PRESET|CONFIG",
                         help="apply ASA: preset wan, cogvideox or dense, or a YAML/JSON file of BladeConfig fields "
                              "(default: the model's own dense attention)")

@@ -157,6 +157,10 @@ def generate_videos(
 ) -> dict:
     """Generate one video per prompt and write `<out_dir>/<index>_<slug>.mp4` / `.gif` and generation.json.
 
+    NOTE: sampling runs the pipeline's own scheduler. A student distilled with `blade distill` was
+    trained on its K-step stochastic sampler, which `blade.distill.student_latents` runs; with a
+    student LoRA this function gives the scheduler's result, not the trained sampler's.
+
     Sizes are checked against the pipeline (`check_video_size`) before any model work. Prompt i uses
     noise from `prompt_generator(seed, i)`. After every denoising step the latents are checked for
     NaN and Inf (`StepMonitor`), and the decoded frames once more before export. generation.json is
