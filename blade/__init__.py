@@ -17,6 +17,17 @@ _LAZY_EXPORTS = {
     "asa_attention": "blade.sparsity",
     "embed_prompts": "blade.prompts",
     "load_embeddings": "blade.prompts",
+    "apply_blade": "blade.patching",
+    "remove_blade": "blade.patching",
+    "set_schedule": "blade.patching",
+    "record_masks": "blade.patching",
+    "load_recording": "blade.patching",
+    "generate_videos": "blade.generate",
+    "export_video": "blade.export",
+    "psnr": "blade.evaluation",
+    "ssim": "blade.evaluation",
+    "DistillConfig": "blade.distill",
+    "load_lora": "blade.distill",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

@@ -1,5 +1,15 @@
+"""Shared fixtures: the gpu marker, and tiny seeded Wan and CogVideoX pipelines, saved once per
+session and loaded back through `blade.models.load_pipeline`, as a user would load a downloaded
+pipeline folder."""
+
+import copy
+
 import pytest
 import torch
+
+from blade.models import load_pipeline, tiny_cogvideox_pipeline, tiny_wan_pipeline
+
+_BUILDERS = {"wan": tiny_wan_pipeline, "cogvideox": tiny_cogvideox_pipeline}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -9,3 +19,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dirs(tmp_path_factory):
+    """Family name -> folder holding the saved tiny pipeline."""
+    folders = {}
+    for family, build in _BUILDERS.items():
+        folder = tmp_path_factory.mktemp(f"tiny_{family}")
+        build(seed=0).save_pretrained(folder)
+        folders[family] = folder
+    return folders
+
+
+@pytest.fixture(scope="session")
+def _loaded_pipelines(tiny_pipeline_dirs):
+    return {family: load_pipeline(folder) for family, folder in tiny_pipeline_dirs.items()}
+
+
+@pytest.fixture(params=["wan", "cogvideox"])
+def model_family(request):
+    """Parametrises a test over both supported model families."""
+    return request.param
+
+
+@pytest.fixture
+def tiny_pipeline(_loaded_pipelines, model_family):
+    """A fresh copy of the loaded tiny pipeline of `model_family`; tests may patch and train it freely."""
+    return copy.deepcopy(_loaded_pipelines[model_family])
+
+
+@pytest.fixture
+def wan_pipeline(_loaded_pipelines):
+    return copy.deepcopy(_loaded_pipelines["wan"])
+
+
+@pytest.fixture
+def cogvideox_pipeline(_loaded_pipelines):
+    return copy.deepcopy(_loaded_pipelines["cogvideox"])

@@ -13,6 +13,8 @@ from importlib import import_module
 _SUBCOMMAND_MODULES = [
     "blade.cli.bench",
     "blade.cli.embed",
+    "blade.cli.generate",
+    "blade.cli.distill",
 ]
 
 
