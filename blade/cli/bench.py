@@ -86,6 +86,11 @@ def _run_attention(args) -> int:
         repeats=args.repeats,
         device=args.device,
     )
+    try:
+        settings.validate()
+    except ValueError as error:
+        logger.error("blade bench attention: %s", error)
+        return 2
     report = run_attention_benchmark(settings)
     paths = write_report(report, args.out_dir)
     print(format_table(report))
@@ -94,9 +99,25 @@ def _run_attention(args) -> int:
 
 
 def _run_masks(args) -> int:
-    from blade.bench.masks import run_masks_benchmark, settings_from_arguments, write_report
+    from blade.bench.masks import run_masks_benchmark, write_report
 
-    settings = settings_from_arguments(
+    try:
+        settings = _masks_settings(args)
+        settings.validate()
+    except ValueError as error:
+        logger.error("blade bench masks: %s", error)
+        return 2
+    report = run_masks_benchmark(settings)
+    paths = write_report(report, args.out_dir)
+    logger.info("acceptance figures: %s", report["acceptance"])
+    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _masks_settings(args):
+    from blade.bench.masks import settings_from_arguments
+
+    return settings_from_arguments(
         args.quick,
         grid=args.grid,
         heads=args.heads,
@@ -112,8 +133,3 @@ def _run_masks(args) -> int:
         repeats=args.repeats,
         seed=args.seed,
     )
-    report = run_masks_benchmark(settings)
-    paths = write_report(report, args.out_dir)
-    logger.info("acceptance figures: %s", report["acceptance"])
-    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
-    return 0

@@ -56,3 +56,10 @@ def test_unsupported_backend_is_recorded_as_skipped():
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError, match="dtype must be one of .* got 'float8'"):
         run_attention_benchmark(AttentionBenchSettings(dtypes=("float8",)), progress=False)
+
+
+def test_cli_rejects_invalid_sparsity_without_traceback(tmp_path, caplog):
+    exit_code = main(["bench", "attention", "--sparsities", "1.5", "--out-dir", str(tmp_path)])
+    assert exit_code == 2
+    assert "sparsity must be in [0, 1), got 1.5" in caplog.text
+    assert not (tmp_path / "attention.json").exists()

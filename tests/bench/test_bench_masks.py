@@ -73,3 +73,12 @@ def test_synthetic_inputs_have_local_and_sink_structure():
 def test_synthetic_rejects_small_head_dim():
     with pytest.raises(ValueError, match="head_dim must be at least 53"):
         synthetic_video_attention((2, 3, 4), heads=1, head_dim=32, generator=torch.Generator())
+
+
+def test_cli_rejects_invalid_sparsity_without_traceback(tmp_path, caplog):
+    from blade.cli import main
+
+    exit_code = main(["bench", "masks", "--sparsities", "1.5", "--out-dir", str(tmp_path)])
+    assert exit_code == 2
+    assert "sparsity must be in [0, 1), got 1.5" in caplog.text
+    assert not (tmp_path / "masks.json").exists()
