@@ -49,12 +49,22 @@ def flex_supports(device: torch.device, needs_grad: bool, return_lse: bool) -> t
     return True, ""
 
 
-def build_flex_block_mask(block_mask: torch.Tensor, batch: int, heads: int, q_len: int, k_len: int, block_size: int):
+def build_flex_block_mask(
+    block_mask: torch.Tensor,
+    batch: int,
+    heads: int,
+    q_len: int,
+    k_len: int,
+    block_size: int,
+    for_backward: bool = True,
+):
     """Turn a bool block mask into a FlexAttention `BlockMask` of kept "full" blocks.
 
     Args:
         block_mask: bool `[B or 1, H or 1, nq, nk]`.
         batch, heads, q_len, k_len, block_size: attention sizes.
+        for_backward: also build the transposed (key-block to query-block) indices that only the
+            backward pass reads.
 
     Returns:
         a `torch.nn.attention.flex_attention.BlockMask`.
@@ -75,6 +85,7 @@ def build_flex_block_mask(block_mask: torch.Tensor, batch: int, heads: int, q_le
         kept_indices,
         BLOCK_SIZE=block_size,
         seq_lengths=(q_len, k_len),
+        compute_q_blocks=for_backward,
     )
 
 
@@ -82,7 +93,8 @@ def flex_block_sparse_attention(q, k, v, block_mask, block_size, scale, return_l
     """Run the `flex` backend. Shapes as in `block_sparse_attention`; returns (out, lse or None)."""
     batch, heads, q_len, _ = q.shape
     k_len = k.shape[2]
-    flex_mask = build_flex_block_mask(block_mask, batch, heads, q_len, k_len, block_size)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    flex_mask = build_flex_block_mask(block_mask, batch, heads, q_len, k_len, block_size, for_backward=needs_grad)
     with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
         result = _compiled_flex_attention()(q, k, v, block_mask=flex_mask, scale=scale, return_lse=return_lse)
     if return_lse:
