@@ -22,6 +22,7 @@ _LAZY_EXPORTS = {
     "set_schedule": "blade.patching",
     "record_masks": "blade.patching",
     "load_recording": "blade.patching",
+    "capture_attention_inputs": "blade.patching",
     "generate_videos": "blade.generate",
     "export_video": "blade.export",
     "psnr": "blade.evaluation",

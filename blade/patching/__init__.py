@@ -17,16 +17,20 @@ calls the transformer per step.
 """
 
 from blade.patching.apply import apply_blade, dense_attention, remove_blade, set_schedule
+from blade.patching.capture import AttentionCapture, CapturedCall, capture_attention_inputs
 from blade.patching.cogvideox import BladeCogVideoXAttnProcessor
 from blade.patching.recording import MaskRecording, RecordedCall, load_recording, record_masks
 from blade.patching.wan import BladeWanAttnProcessor
 
 __all__ = [
+    "AttentionCapture",
     "BladeCogVideoXAttnProcessor",
     "BladeWanAttnProcessor",
+    "CapturedCall",
     "MaskRecording",
     "RecordedCall",
     "apply_blade",
+    "capture_attention_inputs",
     "dense_attention",
     "load_recording",
     "record_masks",

@@ -26,6 +26,41 @@ def _apply_rotary(hidden_states, freqs_cos, freqs_sin):
     return rotated.type_as(hidden_states)
 
 
+def wan_self_attention_qkv(attn, hidden_states, rotary_emb):
+    """Compute the post-norm, post-rotary q, k, v of a Wan self-attention call.
+
+    Follows `WanAttnProcessor` (diffusers 0.42): q/k/v projections (fused or not, so peft LoRA
+    layers on to_q/to_k/to_v take effect), RMS norm across heads, rotary embedding.
+
+    Args:
+        attn: a `WanAttention` module (`blocks[i].attn1`).
+        hidden_states: [B, L, C] normalised block input.
+        rotary_emb: (freqs_cos, freqs_sin), each [1, L, 1, D], or None.
+
+    Returns:
+        query, key, value, each [B, H, L, D] in the token order of `hidden_states`.
+    """
+    if getattr(attn, "fused_projections", False):
+        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+    else:
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+    query = attn.norm_q(query)
+    key = attn.norm_k(key)
+
+    query = query.unflatten(2, (attn.heads, -1))  # [B, L, H, D]
+    key = key.unflatten(2, (attn.heads, -1))
+    value = value.unflatten(2, (attn.heads, -1))
+    if rotary_emb is not None:
+        query = _apply_rotary(query, *rotary_emb)
+        key = _apply_rotary(key, *rotary_emb)
+    return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)  # [B, H, L, D] each
+
+
+def wan_latent_grid(transformer) -> LatentGrid:
+    """Return the reader of a Wan forward's token grid (latents [B, C, F, H, W], patch from the config)."""
+    return LatentGrid(type(transformer).__name__, "BCFHW", tuple(transformer.config.patch_size))
+
+
 class BladeWanAttnProcessor(BladeProcessorBase):
     """Self-attention processor of one Wan block that runs ASA, or the original processor when dense.
 
@@ -42,21 +77,8 @@ class BladeWanAttnProcessor(BladeProcessorBase):
             self.record_dense(hidden_states.shape[0], attn.heads)
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
-        if getattr(attn, "fused_projections", False):
-            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        else:
-            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        query = attn.norm_q(query)
-        key = attn.norm_k(key)
-
-        query = query.unflatten(2, (attn.heads, -1))  # [B, L, H, D]
-        key = key.unflatten(2, (attn.heads, -1))
-        value = value.unflatten(2, (attn.heads, -1))
-        if rotary_emb is not None:
-            query = _apply_rotary(query, *rotary_emb)
-            key = _apply_rotary(key, *rotary_emb)
-
-        out = self.sparse_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))  # [B, H, L, D]
+        query, key, value = wan_self_attention_qkv(attn, hidden_states, rotary_emb)
+        out = self.sparse_attention(query, key, value)  # [B, H, L, D]
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)  # [B, L, H * D]
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
@@ -65,5 +87,4 @@ class BladeWanAttnProcessor(BladeProcessorBase):
 def patch_wan(transformer, state: BladeState) -> None:
     """Install a `BladeWanAttnProcessor` on every `blocks[i].attn1` and the forward pre-hook."""
     attention_modules = [block.attn1 for block in transformer.blocks]
-    grid = LatentGrid(type(transformer).__name__, "BCFHW", tuple(transformer.config.patch_size))
-    install(transformer, state, attention_modules, BladeWanAttnProcessor, grid)
+    install(transformer, state, attention_modules, BladeWanAttnProcessor, wan_latent_grid(transformer))
