@@ -303,20 +303,10 @@ def plot_report(report: dict, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from blade.plotting import plot_mask_quality
 
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name in sorted({row["strategy"] for row in report["quality"]}):
-        rows = sorted((row for row in report["quality"] if row["strategy"] == name), key=lambda row: row["target_sparsity"])
-        sparsities = [row["target_sparsity"] for row in rows]
-        axes[0].plot(sparsities, [row["relative_l2_error"]["mean"] for row in rows], marker="o", label=name)
-        axes[1].plot(sparsities, [row["recall"]["mean"] for row in rows], marker="o", label=name)
-    axes[0].set(title="output error vs dense (lower is better)", xlabel="target sparsity", ylabel="relative L2 error")
-    axes[1].set(title="attention recall (higher is better)", xlabel="target sparsity", ylabel="recall")
-    axes[1].legend(fontsize=8)
-    figure.suptitle(f"block masks on synthetic inputs, grid {tuple(report['inputs']['grid_thw'])}", fontsize=10)
-    figure.tight_layout()
-    return save_figure(figure, path)
+    title = f"block masks on synthetic inputs, grid {tuple(report['inputs']['grid_thw'])}"
+    return save_figure(plot_mask_quality(report["quality"], title=title), path)
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, Path]:

@@ -59,6 +59,26 @@ def pipeline_family(path) -> str:
     return SUPPORTED_PIPELINES[class_name]
 
 
+def saved_video_size(path) -> tuple[int, int, int] | None:
+    """Return the (height, width, frames) a pipeline folder was trained for, or None if it records none.
+
+    The toy teacher writes its generation size to toy_teacher_config.json next to model_index.json
+    (keys height, width, num_frames); released Wan and CogVideoX folders have no such file, and
+    their pipelines' own defaults apply.
+    """
+    config_file = Path(path) / "toy_teacher_config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        values = json.loads(config_file.read_text(encoding="utf-8"))
+        return int(values["height"]), int(values["width"]), int(values["num_frames"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{str(config_file)!r} must be a JSON object with integer height, width and num_frames ({error}); "
+            "re-export the toy teacher"
+        ) from error
+
+
 def load_pipeline(path, *, dtype=None, device=None):
     """Load a Wan or CogVideoX text-to-video pipeline from a local diffusers folder.
 
