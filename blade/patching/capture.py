@@ -1,4 +1,4 @@
-"""Capture the q, k, v that a Wan or CogVideoX transformer's self-attention sees, for offline analysis.
+"""Capture the q, k, v that a Wan or CogVideoX transformer's self-attention receives, for offline analysis.
 
 Block-mask strategies are compared on real attention inputs by capturing them during a pipeline run
 and scoring every strategy on the same tensors afterwards (`blade.bench.masks.measure_quality`).

@@ -147,6 +147,7 @@ def mask_browser(recording, *, batch: int = 0):
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
     calls = masks_by_layer_step(recording)
     if not calls:
@@ -170,7 +171,9 @@ def mask_browser(recording, *, batch: int = 0):
             draw_block_mask(ax, call, head_slider.value, heads=heads, batch=batch)
             ax.set_xlabel("key block (curve order)")
             ax.set_ylabel("query block (curve order)")
-            plt.show(figure)
+            # display, then close, so the inline backend does not draw the figure a second time
+            display(figure)
+            plt.close(figure)
 
     for slider in (layer_slider, head_slider, step_slider):
         slider.observe(redraw, names="value")
