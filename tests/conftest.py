@@ -1,8 +1,10 @@
-"""Shared fixtures: the gpu marker, and tiny seeded Wan and CogVideoX pipelines, saved once per
-session and loaded back through `blade.models.load_pipeline`, as a user would load a downloaded
-pipeline folder."""
+"""Shared fixtures: the gpu marker, tiny seeded Wan and CogVideoX pipelines, saved once per session
+and loaded back through `blade.models.load_pipeline`, as a user would load a downloaded pipeline
+folder, and the `python3` kernel that the notebook tests run papermill with."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -57,3 +59,15 @@ def wan_pipeline(_loaded_pipelines):
 @pytest.fixture
 def cogvideox_pipeline(_loaded_pipelines):
     return copy.deepcopy(_loaded_pipelines["cogvideox"])
+
+
+@pytest.fixture(scope="session")
+def python3_kernel():
+    """Make sure a `python3` kernelspec exists, installing ipykernel's into this environment if not."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], check=True)
+    return "python3"

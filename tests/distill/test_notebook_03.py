@@ -1,8 +1,6 @@
 """Notebook 03 runs end to end through papermill on the tiny Wan teacher."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,6 @@ papermill = pytest.importorskip("papermill")
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "03_distillation.ipynb"
-
-
-@pytest.fixture(scope="module")
-def python3_kernel():
-    """Make sure a `python3` kernelspec exists, installing ipykernel's into this environment if not."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], check=True)
-    return "python3"
 
 
 def test_notebook_03_on_tiny_wan(wan_embeddings, tmp_path, monkeypatch, python3_kernel):

@@ -1,8 +1,6 @@
 """Notebook 02 runs end to end through papermill on a tiny Wan pipeline folder."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +14,6 @@ papermill = pytest.importorskip("papermill")
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "02_sparsity_masks.ipynb"
-
-
-@pytest.fixture(scope="module")
-def python3_kernel():
-    """Make sure a `python3` kernelspec exists, installing ipykernel's into this environment if not."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], check=True)
-    return "python3"
 
 
 def _run(tmp_path, monkeypatch, kernel, parameters):
