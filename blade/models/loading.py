@@ -63,8 +63,8 @@ def saved_video_size(path) -> tuple[int, int, int] | None:
     """Return the (height, width, frames) a pipeline folder was trained for, or None if it records none.
 
     The toy teacher writes its generation size to toy_teacher_config.json next to model_index.json
-    (keys height, width, num_frames); released Wan and CogVideoX folders have no such file, and
-    their pipelines' own defaults apply.
+    (keys height, width, num_frames). Released Wan and CogVideoX folders have no such file, so their
+    pipelines' own defaults apply to them.
     """
     config_file = Path(path) / "toy_teacher_config.json"
     if not config_file.is_file():

@@ -43,9 +43,9 @@ def _block_colours(block_ids: torch.Tensor):
 def plot_gilbert_order(grid_thw: Sequence[int], *, block_size: int, frame: int = 0, max_points: int = 20000):
     """Draw the curve order of one frame, its blocks, the raster blocks, and the 3D block membership.
 
-    Panels: (1) frame `frame` coloured by curve block, with the curve path drawn through the cells it
-    visits consecutively inside that frame; (2) the same frame coloured by raster-order block, for
-    comparison; (3) every token as a point in (t, h, w), coloured by curve block (at most
+    Panel 1 colours frame `frame` by curve block and draws the curve path through the cells it visits
+    consecutively inside that frame. Panel 2 colours the same frame by raster-order block, for
+    comparison. Panel 3 draws every token as a point in (t, h, w), coloured by curve block (at most
     `max_points` tokens, evenly thinned).
 
     Args:

@@ -75,7 +75,7 @@ def plot_mask_grid(recording, *, batch: int = 0, max_rows: int = 8, max_columns:
     """Draw recorded block masks as a grid: one row per layer, one column per (step, head).
 
     Larger recordings are thinned to at most `max_rows` layers and `max_columns` (step, head)
-    columns, evenly spaced, and the figure title says so.
+    columns, evenly spaced, and the figure title states how many are shown.
 
     Args:
         recording: a `MaskRecording` with at least one stored mask.
@@ -93,7 +93,7 @@ def plot_mask_grid(recording, *, batch: int = 0, max_rows: int = 8, max_columns:
     calls = masks_by_layer_step(recording)
     if not calls:
         raise ValueError(
-            "the recording holds no block mask: every recorded call was dense or past max_bytes; record "
+            "the recording contains no block mask: every recorded call was dense or past max_bytes; record "
             "sparse layers and steps (check dense_layers / dense_steps of the BladeConfig)"
         )
     heads = recorded_heads(recording)
@@ -111,8 +111,8 @@ def plot_mask_grid(recording, *, batch: int = 0, max_rows: int = 8, max_columns:
             if call is None:
                 ax.set_axis_off()
                 continue
-            draw_block_mask(ax, call, head, heads=heads, batch=batch,
-                            title=f"L{layer} s{step} h{head} ({float(call.block_mask[batch, heads.index(head)].float().mean()):.2f})")
+            kept = float(call.block_mask[batch, heads.index(head)].float().mean())
+            draw_block_mask(ax, call, head, heads=heads, batch=batch, title=f"L{layer} s{step} h{head} ({kept:.2f})")
     thinned = len(layers) < len(all_layers) or len(columns) < len(all_columns)
     title = "block masks (curve-ordered blocks; dark = kept, kept fraction in brackets)"
     if thinned:
@@ -151,7 +151,7 @@ def mask_browser(recording, *, batch: int = 0):
 
     calls = masks_by_layer_step(recording)
     if not calls:
-        raise ValueError("the recording holds no block mask to browse; see plot_mask_grid")
+        raise ValueError("the recording contains no block mask to browse: every recorded call was dense or past max_bytes")
     heads = recorded_heads(recording)
     layers = sorted({layer for layer, _ in calls})
     steps = sorted({step for _, step in calls})

@@ -70,6 +70,11 @@ def test_notebook_02_on_tiny_wan(tmp_path, monkeypatch, python3_kernel):
 
     cells = json.loads(executed.read_text())["cells"]
     assert "OK: 8 recorded calls match" in "".join(cells[-1]["outputs"][0]["text"])
+    # with interactive=False the mask cell draws the static grid inline, not the slider widget
+    mask_cell = next(cell for cell in cells if "".join(cell["source"]).startswith("grid_figure = plot_mask_grid"))
+    output_types = [kind for output in mask_cell["outputs"] for kind in output.get("data", {})]
+    assert "image/png" in output_types
+    assert "application/vnd.jupyter.widget-view+json" not in output_types
 
 
 def test_notebook_02_missing_model_message(tmp_path, monkeypatch, python3_kernel):

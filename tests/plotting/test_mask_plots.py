@@ -75,7 +75,7 @@ def test_mask_grid_thins_large_recordings():
 
 def test_mask_grid_without_masks_raises():
     recording = MaskRecording(calls=[_call(0, 0, 0, dense=True)])
-    with pytest.raises(ValueError, match="the recording holds no block mask"):
+    with pytest.raises(ValueError, match="the recording contains no block mask"):
         plot_mask_grid(recording)
 
 
