@@ -19,6 +19,7 @@ _LAZY_EXPORTS = {
     "load_embeddings": "blade.prompts",
     "apply_blade": "blade.patching",
     "remove_blade": "blade.patching",
+    "dense_attention": "blade.patching",
     "set_schedule": "blade.patching",
     "record_masks": "blade.patching",
     "load_recording": "blade.patching",
