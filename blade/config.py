@@ -77,8 +77,21 @@ class BladeConfig:
             )
         if not isinstance(self.pool_group, int) or self.pool_group < 0:
             raise ValueError(f"pool_group must be an int >= 0 (0 disables the global branch), got {self.pool_group!r}")
-        if self.dense_steps < 0:
-            raise ValueError(f"dense_steps must be >= 0, got {self.dense_steps!r}")
+        if isinstance(self.pool_group, bool):
+            raise ValueError(f"pool_group must be an int >= 0 (0 disables the global branch), got {self.pool_group!r}")
+        if not isinstance(self.merge_grad, bool):
+            raise ValueError(f"merge_grad must be True or False, got {self.merge_grad!r}")
+        if isinstance(self.dense_steps, bool) or not isinstance(self.dense_steps, int) or self.dense_steps < 0:
+            raise ValueError(f"dense_steps must be an int >= 0, got {self.dense_steps!r}")
+        negative = [layer for layer in self.dense_layers if layer < 0]
+        if negative:
+            raise ValueError(f"dense_layers must be block indices >= 0, got {list(self.dense_layers)!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        from blade.kernels.api import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
     @classmethod
     def wan(cls, **overrides) -> "BladeConfig":

@@ -11,12 +11,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from blade.io import atomic_write_bytes
+from blade.io import atomic_write, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -139,23 +138,19 @@ def write_mp4(frames, path: str | os.PathLike, *, fps: float = 16.0, quality: fl
     array = _even_sized(to_uint8_frames(frames, value_range=value_range))
     _, height, width, _ = array.shape
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # ffmpeg picks the container from the extension, so the temporary file keeps ".mp4".
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(handle)
-    try:
+
+    def write_frames(temporary):
         writer = imageio_ffmpeg.write_frames(
-            temporary, (width, height), fps=fps, codec="libx264", quality=quality,
+            str(temporary), (width, height), fps=fps, codec="libx264", quality=quality,
             macro_block_size=1, ffmpeg_log_level="error",
         )
         writer.send(None)  # start the ffmpeg process
         for frame in array:
             writer.send(frame.tobytes())
         writer.close()
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    # ffmpeg picks the container from the extension, so the temporary file keeps ".mp4".
+    atomic_write(path, write_frames, suffix=".mp4")
     return path
 
 

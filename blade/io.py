@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename over the target,
+"""Atomic file writes: write to a temporary file in the target folder, then rename it over the target,
 so an interrupted run never leaves a half-written file behind."""
 
 from __future__ import annotations
@@ -6,24 +6,53 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once.
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
+    """Create `path` atomically: `write(temporary_path)` fills a temporary file, which then replaces it.
+
+    The temporary file sits in the target's folder (so the rename stays on one file system), keeps
+    `suffix` (for writers that choose a format from the extension), is flushed to disk before the
+    rename, and gets the permissions a plain `open(path, "w")` would give (0666 minus the umask) rather
+    than mkstemp's private 0600. It is removed if `write` raises.
+
+    Args:
+        path: the file to create or replace; parent folders are created.
+        write: a function that writes the whole file to the path it is given.
+        suffix: ending of the temporary file's name.
+
+    Returns:
+        the target path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        write(temporary)
+        with temporary.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically, creating parent folders; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -33,12 +62,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data) -> Path:
     """Write `data` as indented JSON to `path` atomically; return the path."""
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
     """Save a dict of tensors with safetensors, atomically; return the path."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
-    return atomic_write_bytes(path, save(contiguous, metadata=metadata))
+    return atomic_write(path, lambda temporary: save_file(contiguous, str(temporary), metadata=metadata))

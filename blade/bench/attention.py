@@ -54,6 +54,11 @@ class AttentionBenchSettings:
         for sparsity in self.sparsities:
             if not 0.0 <= sparsity < 1.0:
                 raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        from blade.kernels import BACKENDS
+
+        for backend in self.backends:
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats!r}")
 
@@ -152,6 +157,10 @@ def run_attention_benchmark(settings: AttentionBenchSettings, progress: bool = T
                 row.update(sparsity=candidate["sparsity"], kept_fraction=kept, ideal_speedup=1.0 / kept)
             if candidate["call"] is None:
                 row["skipped"] = candidate["reason"]
+                logger.warning(
+                    "skipped backend %r for %s %s L=%d D=%d: %s",
+                    candidate["backend"], dtype_name, mode, length, head_dim, candidate["reason"],
+                )
             else:
                 row["times_s"] = candidate["times"]
                 row["median_s"] = median(candidate["times"])

@@ -10,6 +10,8 @@ import logging
 import sys
 from importlib import import_module
 
+from blade import __version__
+
 _SUBCOMMAND_MODULES = [
     "blade.cli.bench",
     "blade.cli.embed",
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Adaptive block-sparse attention and step distillation for video diffusion transformers.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"blade {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _SUBCOMMAND_MODULES:
         import_module(module_name).register(subparsers)

@@ -214,7 +214,6 @@ class _Trainer:
         return norm
 
     def train_step(self, micro_batches) -> dict:
-        config = self.config
         accumulation = len(micro_batches)
         plans = [self._plan(batch) for batch in micro_batches]
 

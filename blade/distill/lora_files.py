@@ -16,6 +16,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from blade.io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -114,11 +116,4 @@ def load_lora(pipeline, path: str | Path, adapter_name: str = "student") -> int:
 
 def copy_lora(source: str | Path, folder: str | Path) -> Path:
     """Copy a LoRA file into `folder` as `pytorch_lora_weights.safetensors` (atomic replace)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".lora-", suffix=".tmp")
-    os.close(handle)
-    shutil.copyfile(source, temp)
-    target = folder / LORA_WEIGHT_NAME
-    os.replace(temp, target)
-    return target
+    return atomic_write(Path(folder) / LORA_WEIGHT_NAME, lambda temporary: shutil.copyfile(source, temporary))

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from blade.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ class MaskRecording:
             )
         index_data = {"format_version": _FORMAT_VERSION, "heads": self.heads, "metadata": self.metadata, "calls": entries}
 
-        _write_atomic(folder / _TENSOR_FILE, lambda temp: save_file(tensors, temp))
-        _write_atomic(folder / _INDEX_FILE, lambda temp: Path(temp).write_text(json.dumps(index_data, indent=1)))
+        atomic_write(folder / _TENSOR_FILE, lambda temp: save_file(tensors, temp))
+        atomic_write(folder / _INDEX_FILE, lambda temp: Path(temp).write_text(json.dumps(index_data, indent=1)))
         return folder
 
     @classmethod
@@ -136,17 +136,6 @@ class MaskRecording:
 def load_recording(path) -> MaskRecording:
     """Load a recording written by `MaskRecording.to_disk` (see `MaskRecording.from_disk`)."""
     return MaskRecording.from_disk(path)
-
-
-def _write_atomic(target: Path, write) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp_name)
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 class MaskRecorder:

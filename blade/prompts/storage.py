@@ -10,13 +10,13 @@ file is reused only by a run with the same key and the same prompts.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from blade.io import atomic_write
 
 INDEX_NAME = "index.json"
 FORMAT_NAME = "blade-prompt-embeddings"
@@ -26,31 +26,15 @@ NEGATIVE_PREFIX = "negative-"
 _TEMP_SUFFIX = ".tmp"
 
 
-def _write_atomically(path: Path, write) -> None:
-    # Write to a temporary file in the same folder, flush it to disk, then rename it over `path`. A
-    # reader or a resumed run then finds either the old file or the complete new one, never a partial one.
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
-    os.close(handle)
-    temp_path = Path(temp_name)
-    try:
-        write(temp_path)
-        with temp_path.open("rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-
-
 def save_tensors_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Save `tensors` with string `metadata` as a safetensors file at `path` by atomic rename."""
-    _write_atomically(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
+    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def save_json_atomically(path: Path, value: dict) -> None:
     """Save `value` as indented UTF-8 JSON at `path` by atomic rename."""
     text = json.dumps(value, indent=1, ensure_ascii=False) + "\n"
-    _write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 def remove_temporary_files(folder: Path) -> None:

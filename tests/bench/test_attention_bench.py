@@ -63,3 +63,17 @@ def test_cli_rejects_invalid_sparsity_without_traceback(tmp_path, caplog):
     assert exit_code == 2
     assert "sparsity must be in [0, 1), got 1.5" in caplog.text
     assert not (tmp_path / "attention.json").exists()
+
+
+def test_cli_rejects_unknown_backend(tmp_path, caplog):
+    exit_code = main(["bench", "attention", "--backends", "torhc", "--quick", "--out-dir", str(tmp_path)])
+    assert exit_code == 2
+    assert "backend must be one of" in caplog.text and "'torhc'" in caplog.text
+    assert not (tmp_path / "attention.json").exists()
+
+
+def test_cli_prints_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("blade 0.")
