@@ -1,0 +1,66 @@
+import json
+
+import pytest
+import torch
+from diffusers import WanPipeline
+from safetensors.torch import load_file
+
+from blade.toy.teacher import load_config
+from blade.toy.train import learning_rate, load_run_pipeline, stage_at, train_teacher
+
+
+def _weights(folder, name):
+    return load_file(str(folder / f"{name}.safetensors"))
+
+
+def test_resume_matches_uninterrupted_run(tiny_config, tmp_path):
+    """An interrupted run resumed from its checkpoint must end with the same weights as one that
+    never stopped, including an interruption in the middle of the VAE phase and between stages."""
+    straight = tmp_path / "straight"
+    train_teacher(tiny_config, straight)
+    resumed = tmp_path / "resumed"
+    train_teacher(tiny_config, resumed, stop_after=2)  # inside the VAE phase
+    train_teacher(tiny_config, resumed, stop_after=5)  # inside the first transformer stage
+    train_teacher(tiny_config, resumed)
+    last = f"step-{tiny_config.vae_steps + tiny_config.transformer_steps:07d}"
+    for name in ("vae", "transformer", "text_encoder"):
+        a = _weights(straight / "checkpoints" / last, name)
+        b = _weights(resumed / "checkpoints" / last, name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{name}.{key}")
+    state = json.loads((resumed / "checkpoints" / last / "state.json").read_text())
+    assert len(state["latents_mean"]) == tiny_config.latent_channels
+
+
+def test_export_loads_as_wan_pipeline(tiny_config, tmp_path):
+    train_teacher(tiny_config, tmp_path / "run", export_dir=tmp_path / "toy-wan")
+    pipeline = WanPipeline.from_pretrained(tmp_path / "toy-wan")
+    assert load_config(tmp_path / "toy-wan") == tiny_config
+    trained, _ = load_run_pipeline(tmp_path / "run")
+    assert pipeline.vae.config.latents_std == trained.vae.config.latents_std
+    for key, value in trained.transformer.state_dict().items():
+        torch.testing.assert_close(pipeline.transformer.state_dict()[key], value, rtol=0, atol=0)
+    frames = pipeline(
+        "a red circle moving left", num_frames=5, height=16, width=16, num_inference_steps=2,
+        max_sequence_length=tiny_config.text_len, output_type="np", generator=torch.Generator().manual_seed(0),
+    ).frames
+    assert frames.shape == (1, 5, 16, 16, 3)
+
+
+def test_resume_with_other_config_raises(tiny_config, tmp_path):
+    train_teacher(tiny_config, tmp_path, stop_after=1)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="different config"):
+        train_teacher(dataclasses.replace(tiny_config, lr=1e-3), tmp_path)
+
+
+def test_stage_schedule_and_lr(tiny_config):
+    assert stage_at(tiny_config, 0) == tiny_config.stages[0]
+    assert stage_at(tiny_config, 2) == tiny_config.stages[1]
+    with pytest.raises(ValueError, match="past the last stage"):
+        stage_at(tiny_config, 4)
+    assert learning_rate(1.0, 0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert learning_rate(1.0, 10, 100, 10, 0.1) == pytest.approx(1.0)
+    assert learning_rate(1.0, 100, 100, 10, 0.1) == pytest.approx(0.1)
