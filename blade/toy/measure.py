@@ -30,9 +30,9 @@ class FrameMeasurements:
 
     Attributes:
         present: bool ``[T]``, a plausible single object was found.
-        area: float ``[T]``, foreground share of the frame.
+        area: float ``[T]``, anti-aliased object area as a share of the frame.
         centroid: float ``[T, 2]``, (x, y) of the foreground mask (NaN where absent).
-        colour: float ``[T, 3]``, mean RGB of foreground pixels in [-1, 1] (NaN where absent).
+        colour: float ``[T, 3]``, mean RGB of the object's interior in [-1, 1] (NaN where absent).
         occupancy: float ``[T, SHAPE_GRID**2]``, bounding-box grid occupancy (NaN where absent).
         fill_ratio: float ``[T]``, foreground pixels over bounding-box pixels (NaN where absent).
         background_residual: float ``[T]``, mean distance of background pixels to the background colour.
@@ -60,15 +60,41 @@ def foreground_mask(video: torch.Tensor) -> torch.Tensor:
 
 
 def _occupancy(mask: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """3 x 3 bounding-box occupancy (flattened) and fill ratio of a non-empty ``[H, W]`` mask."""
+    """3 x 3 bounding-box occupancy (flattened) and fill ratio of a non-empty ``[H, W]`` mask.
+
+    Each pixel belongs to the grid cell that holds its centre, so cells never overlap and a
+    cross's empty corners stay empty even when the object is only ten pixels wide.
+    """
     rows = mask.any(dim=1).nonzero().flatten()
     cols = mask.any(dim=0).nonzero().flatten()
     crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].to(torch.float32)  # [h, w]
-    # Upsampling first makes every grid cell cover whole pixels even for objects a few pixels wide.
-    size = SHAPE_GRID * 8
-    crop_up = F.interpolate(crop[None, None], size=(size, size), mode="nearest")  # [1, 1, 24, 24]
-    grid = F.adaptive_avg_pool2d(crop_up, SHAPE_GRID).flatten()
-    return grid, crop.mean().item()
+    h, w = crop.shape
+    row_cell = ((torch.arange(h) + 0.5) * SHAPE_GRID / h).long()  # [h] in 0..2
+    col_cell = ((torch.arange(w) + 0.5) * SHAPE_GRID / w).long()  # [w]
+    cell = (row_cell.view(-1, 1) * SHAPE_GRID + col_cell.view(1, -1)).flatten()  # [h*w]
+    filled = torch.zeros(SHAPE_GRID**2).index_add_(0, cell, crop.flatten())
+    total = torch.zeros(SHAPE_GRID**2).index_add_(0, cell, torch.ones(h * w))
+    return filled / total, crop.mean().item()
+
+
+def _core_colour_and_area(video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean colour of each frame's object interior ``[T, 3]`` and anti-aliased area ``[T]`` in pixels.
+
+    The interior is the foreground pixels at least 80% as far from the background as the farthest
+    one, so partly covered edge pixels do not dilute the colour. The area counts each pixel near the
+    object by its estimated coverage (distance to background over the interior's distance), which
+    stays nearly constant as a small object moves across the pixel grid.
+    """
+    background = torch.tensor(BACKGROUND_RGB, dtype=video.dtype) * 2.0 - 1.0
+    distance = (video - background).norm(dim=-1)  # [T, H, W]
+    peak = (distance * mask).flatten(1).max(dim=1).values.view(-1, 1, 1)  # [T, 1, 1]
+    core = mask & (distance >= 0.8 * peak)
+    core_count = core.flatten(1).sum(dim=1).clamp(min=1).unsqueeze(-1)
+    colour = (video * core.unsqueeze(-1)).sum(dim=(1, 2)) / core_count  # [T, 3]
+    interior_distance = (colour - background).norm(dim=-1).clamp(min=1e-6).view(-1, 1, 1)
+    near = F.max_pool2d(mask.unsqueeze(1).float(), 3, stride=1, padding=1).squeeze(1) > 0  # mask grown by 1 px
+    coverage = (distance / interior_distance).clamp(0.0, 1.0) * near
+    return colour, coverage.flatten(1).sum(dim=1)
 
 
 def measure_frames(video: torch.Tensor) -> FrameMeasurements:
@@ -76,8 +102,7 @@ def measure_frames(video: torch.Tensor) -> FrameMeasurements:
     num_frames, height, width, _ = video.shape
     mask = foreground_mask(video)  # [T, H, W]
     counts = mask.flatten(1).sum(dim=1)  # [T]
-    area = counts.to(torch.float32) / (height * width)
-    present = (counts >= MIN_OBJECT_PIXELS) & (area <= MAX_OBJECT_AREA)
+    present = (counts >= MIN_OBJECT_PIXELS) & (counts <= MAX_OBJECT_AREA * height * width)
     ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
     weights = mask.to(torch.float32)
@@ -85,7 +110,7 @@ def measure_frames(video: torch.Tensor) -> FrameMeasurements:
     cx = (weights.sum(dim=1) * xs).sum(dim=1) / denominator  # [T]
     cy = (weights.sum(dim=2) * ys).sum(dim=1) / denominator
     centroid = torch.stack([cx, cy], dim=1)  # [T, 2]
-    colour = (video * weights.unsqueeze(-1)).sum(dim=(1, 2)) / denominator.unsqueeze(-1)  # [T, 3]
+    colour, soft_pixels = _core_colour_and_area(video, mask)
     background = torch.tensor(BACKGROUND_RGB) * 2.0 - 1.0
     background_pixels = (~mask).flatten(1).sum(dim=1).clamp(min=1)
     residual = ((video - background).norm(dim=-1) * (~mask)).flatten(1).sum(dim=1) / background_pixels
@@ -96,7 +121,7 @@ def measure_frames(video: torch.Tensor) -> FrameMeasurements:
     nan = torch.tensor(float("nan"))
     return FrameMeasurements(
         present=present,
-        area=area,
+        area=soft_pixels / (height * width),
         centroid=torch.where(present.unsqueeze(1), centroid, nan),
         colour=torch.where(present.unsqueeze(1), colour, nan),
         occupancy=occupancy,
