@@ -20,12 +20,14 @@ BENCH_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.blade-installed
 
-.PHONY: help setup test bench bench-attention bench-masks clean-venv
+.PHONY: help setup test bench bench-attention bench-masks toy-teacher toy-teacher-eval clean-venv
 
 help:
 	@echo "make setup   create $(VENV) and install blade with its dev and notebook extras"
 	@echo "make test    run the test suite on CPU (runs setup first when needed)"
 	@echo "make bench   run the benchmarks; JSON and PNG land in results/bench/"
+	@echo "make toy-teacher       train the toy Wan teacher (resumes from results/toy-teacher/), export data/models/toy-wan/"
+	@echo "make toy-teacher-eval  score data/models/toy-wan/ with ToyBench; JSON lands in results/toy-teacher-eval/"
 
 setup: $(STAMP)
 
@@ -44,6 +46,13 @@ bench: bench-attention
 
 bench-attention: setup
 	$(PY) -m blade bench attention $(BENCH_ARGS)
+
+# The toy teacher: about 2.5 hours on 2 CPU cores. Rerunning resumes from the last checkpoint.
+toy-teacher: setup
+	$(PY) -m blade toy-teacher train --run-dir results/toy-teacher --export data/models/toy-wan
+
+toy-teacher-eval: setup
+	$(PY) -m blade toy-teacher evaluate --model data/models/toy-wan --out results/toy-teacher-eval/metrics.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ import sys
 from importlib import import_module
 
 _SUBCOMMAND_MODULES = [
-
+    "blade.cli.toy_teacher",
 ]
 
 

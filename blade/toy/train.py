@@ -34,7 +34,7 @@ from blade.toy.teacher import ToyTeacherConfig, build_pipeline, save_pipeline
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "toy_teacher_config.json"
+CONFIG_FILE = "toy_teacher_config.json"  # the name load_config reads
 _PHASE_SEED_OFFSET = {"vae": 1, "transformer": 2, "latent_stats": 3}
 
 

@@ -64,3 +64,26 @@ def test_stage_schedule_and_lr(tiny_config):
     assert learning_rate(1.0, 0, 100, 10, 0.1) == pytest.approx(0.1)
     assert learning_rate(1.0, 10, 100, 10, 0.1) == pytest.approx(1.0)
     assert learning_rate(1.0, 100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_cli_train_then_evaluate(tiny_config, tmp_path):
+    """The documented commands: train a run from a JSON config, export it, evaluate both folders."""
+    from blade.cli import main
+
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(tiny_config.to_dict()))
+    run_dir, export = tmp_path / "run", tmp_path / "toy-wan"
+    assert main(["toy-teacher", "train", "--run-dir", str(run_dir), "--export", str(export),
+                 "--config", str(config_file)]) == 0
+    assert (export / "model_index.json").is_file()
+    for model in (export, run_dir):
+        out = tmp_path / f"{model.name}.json"
+        assert main(["toy-teacher", "evaluate", "--model", str(model), "--out", str(out),
+                     "--steps", "2", "--limit", "2"]) == 0
+        result = json.loads(out.read_text())
+        for split in ("heldin", "heldout"):
+            aggregate = result[split]["aggregate"]
+            assert aggregate["num_videos"] == 2
+            assert 0.0 <= aggregate["attribute_accuracy"] <= 1.0
+            assert aggregate["frechet_distance"] >= 0.0
+        assert result["settings"]["num_frames"] == tiny_config.num_frames
