@@ -208,7 +208,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
         raise ValueError(f"feature sizes differ: {features_a.shape[1]} vs {features_b.shape[1]}")
     a, b = features_a.to(torch.float64), features_b.to(torch.float64)
     mean_a, mean_b = a.mean(dim=0), b.mean(dim=0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)  # [F, F]
+    cov_a = torch.atleast_2d(torch.cov(a.T))  # [F, F], also for F = 1
+    cov_b = torch.atleast_2d(torch.cov(b.T))
     root_a = _psd_sqrt(cov_a)
     cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0.0).sqrt().sum()
     distance = (mean_a - mean_b).pow(2).sum() + torch.trace(cov_a) + torch.trace(cov_b) - 2.0 * cross

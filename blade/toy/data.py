@@ -7,7 +7,8 @@ Batches are ``[B, T, H, W, C]``. ``to_vae_layout`` gives the ``[B, C, T, H, W]``
 
 Geometry is stated in units of the frame side, so the same parameters render the same scene at any
 resolution and frame count: the object keeps its size (half-extent 0.14-0.18 of the frame) and
-travels 0.30-0.45 of the frame from the first frame to the last, always fully inside the frame.
+travels 0.30-0.45 of the frame from the first frame to the last, always at least 0.02 of the
+frame away from its edges.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from blade.toy.prompts import BACKGROUND_RGB, COLOURS, DIRECTIONS, SHAPES, ToyPr
 
 HALF_SIZE_RANGE = (0.14, 0.18)
 TRAVEL_RANGE = (0.30, 0.45)
+# Gap between the object and the frame edge, so no object is cut by the border.
+EDGE_MARGIN = 0.02
 # The cross's arms are a third of its extent wide, so a 3 x 3 grid over its bounding box has
 # full edge-centre cells and empty corners.
 CROSS_ARM_FRACTION = 1.0 / 3.0
@@ -49,7 +52,7 @@ def sample_params(prompt: ToyPrompt | str, generator: torch.Generator) -> VideoP
     half_size = HALF_SIZE_RANGE[0] + u[0] * (HALF_SIZE_RANGE[1] - HALF_SIZE_RANGE[0])
     travel = TRAVEL_RANGE[0] + u[1] * (TRAVEL_RANGE[1] - TRAVEL_RANGE[0])
     dx, dy = DIRECTIONS[prompt.direction]
-    low, high = half_size, 1.0 - half_size  # centre range that keeps the object inside the frame
+    low, high = half_size + EDGE_MARGIN, 1.0 - half_size - EDGE_MARGIN  # centre range inside the frame
     # Along the motion axis the whole path must fit; across it any in-frame position works.
     along_start = low + u[2] * (high - low - travel)
     across = low + u[3] * (high - low)

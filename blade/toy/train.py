@@ -77,7 +77,8 @@ def vae_loss(vae, videos: torch.Tensor, kl_weight: float, generator: torch.Gener
     posterior = vae.encode(videos).latent_dist
     latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
     reconstruction = vae.decode(latents).sample
-    kl = posterior.kl().mean() / videos[0].numel()
+    # KL to a standard normal per latent element; diffusers' kl() sums image dimensions only.
+    kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
     return F.l1_loss(reconstruction, videos) + F.mse_loss(reconstruction, videos) + kl_weight * kl
 
 
