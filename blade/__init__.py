@@ -14,6 +14,10 @@ _LAZY_EXPORTS = {
     "block_sparse_attention": "blade.kernels",
     "available_backends": "blade.kernels",
     "BladeConfig": "blade.config",
+    "ToyTeacherConfig": "blade.toy",
+    "make_videos": "blade.toy",
+    "score_videos": "blade.toy",
+    "evaluate_teacher": "blade.toy",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]

@@ -4,8 +4,8 @@ Per video (see ``measure.py`` for the per-frame geometry):
 
 - colour: the mean foreground colour over all frames with an object, nearest palette entry.
 - shape: each frame's 3 x 3 bounding-box occupancy, nearest ideal-shape prototype; majority vote.
-- motion: least-squares line through the centroid trajectory; its displacement over the clip must be
-  at least ``MIN_TRAVEL`` of the frame, and the direction is the nearest of left, right, up, down.
+- motion: a least-squares line through the centroid trajectory. Its displacement over the clip must
+  be at least ``MIN_TRAVEL`` of the frame. The direction is the nearest of left, right, up and down.
 - temporal consistency: the share of consecutive frame pairs in which the object is present in both,
   its area changes by less than 25%, its colour by less than ``MAX_COLOUR_STEP`` and its centroid
   moves by at most twice the fitted per-frame step plus 0.02 of the frame.
@@ -131,7 +131,7 @@ def score_videos(videos, prompts: list[ToyPrompt | str]) -> dict:
         prompts: the prompt each video was generated from.
 
     Returns:
-        ``{"per_video": [VideoScore as dict, ...], "aggregate": {...}}`` where the aggregate holds
+        ``{"per_video": [VideoScore as dict, ...], "aggregate": {...}}`` where the aggregate contains
         ``colour_accuracy``, ``shape_accuracy``, ``motion_accuracy``, ``attribute_accuracy``,
         ``temporal_consistency`` and ``num_videos``.
     """
@@ -168,8 +168,8 @@ FEATURE_NAMES = (
 def video_features(video: torch.Tensor) -> torch.Tensor:
     """Feature vector ``[len(FEATURE_NAMES)]`` of one ``[T, H, W, 3]`` video for the Fréchet distance.
 
-    Frames without an object contribute nothing; a video with fewer than two such frames gets
-    zeros for the object features, which places it far from any real video.
+    Frames without an object contribute nothing. A video with fewer than two frames with an object
+    gets zeros for the object features, which places it far from any real video.
     """
     m = measure_frames(video)
     frames = m.present.nonzero().flatten()

@@ -6,7 +6,7 @@ Batches are ``[B, T, H, W, C]``. ``to_vae_layout`` gives the ``[B, C, T, H, W]``
 ``AutoencoderKLWan`` takes; ``to_uint8`` and ``from_uint8`` convert to and from 8-bit frames.
 
 Geometry is stated in units of the frame side, so the same parameters render the same scene at any
-resolution and frame count: the object keeps its size (half-extent 0.14-0.18 of the frame) and
+resolution and frame count. The object keeps its size (half-extent 0.14-0.18 of the frame) and
 travels 0.30-0.45 of the frame from the first frame to the last, always at least 0.02 of the
 frame away from its edges.
 """

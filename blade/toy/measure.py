@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from blade.toy.prompts import BACKGROUND_RGB, COLOURS, SHAPES
 
 FOREGROUND_THRESHOLD = 0.8
-# A frame whose foreground covers more than this share of the frame holds no single toy object
+# A frame whose foreground covers more than this share of the frame contains no single toy object
 # (the largest real object, a square of half-size 0.18, covers 13%).
 MAX_OBJECT_AREA = 0.35
 MIN_OBJECT_PIXELS = 4
@@ -62,7 +62,7 @@ def foreground_mask(video: torch.Tensor) -> torch.Tensor:
 def _occupancy(mask: torch.Tensor) -> tuple[torch.Tensor, float]:
     """3 x 3 bounding-box occupancy (flattened) and fill ratio of a non-empty ``[H, W]`` mask.
 
-    Each pixel belongs to the grid cell that holds its centre, so cells never overlap and a
+    Each pixel belongs to the grid cell that contains its centre, so cells never overlap and a
     cross's empty corners stay empty even when the object is only ten pixels wide.
     """
     rows = mask.any(dim=1).nonzero().flatten()
@@ -103,6 +103,7 @@ def measure_frames(video: torch.Tensor) -> FrameMeasurements:
     mask = foreground_mask(video)  # [T, H, W]
     counts = mask.flatten(1).sum(dim=1)  # [T]
     present = (counts >= MIN_OBJECT_PIXELS) & (counts <= MAX_OBJECT_AREA * height * width)
+
     ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
     weights = mask.to(torch.float32)
@@ -110,10 +111,12 @@ def measure_frames(video: torch.Tensor) -> FrameMeasurements:
     cx = (weights.sum(dim=1) * xs).sum(dim=1) / denominator  # [T]
     cy = (weights.sum(dim=2) * ys).sum(dim=1) / denominator
     centroid = torch.stack([cx, cy], dim=1)  # [T, 2]
+
     colour, soft_pixels = _core_colour_and_area(video, mask)
     background = torch.tensor(BACKGROUND_RGB) * 2.0 - 1.0
     background_pixels = (~mask).flatten(1).sum(dim=1).clamp(min=1)
     residual = ((video - background).norm(dim=-1) * (~mask)).flatten(1).sum(dim=1) / background_pixels
+
     occupancy = torch.full((num_frames, SHAPE_GRID**2), float("nan"))
     fill_ratio = torch.full((num_frames,), float("nan"))
     for t in present.nonzero().flatten().tolist():

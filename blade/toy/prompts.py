@@ -87,18 +87,18 @@ def heldout_prompts() -> list[ToyPrompt]:
     holds out the single direction (i + 2 j) mod 4, so each pair keeps three directions in training.
     """
     colours, directions = list(COLOURS), list(DIRECTIONS)
-    held = []
+    heldout = []
     for i, colour in enumerate(colours):
         for j, shape in enumerate(SHAPES):
             if (i + j) % 2 == 0:
-                held.append(ToyPrompt(colour, shape, directions[(i + 2 * j) % 4]))
-    return sorted(held)
+                heldout.append(ToyPrompt(colour, shape, directions[(i + 2 * j) % 4]))
+    return sorted(heldout)
 
 
 def train_prompts() -> list[ToyPrompt]:
     """Return the 84 combinations the teacher trains on."""
-    held = set(heldout_prompts())
-    return [p for p in all_prompts() if p not in held]
+    heldout = set(heldout_prompts())
+    return [p for p in all_prompts() if p not in heldout]
 
 
 def demo_prompts() -> list[ToyPrompt]:

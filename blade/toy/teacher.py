@@ -8,10 +8,11 @@ through the same code path as a real Wan folder.
 Sizing (defaults). The VAE halves space and time (``dim_mult`` of length 2, one temporal
 downsampling, ``scale_factor_temporal = scale_factor_spatial = 2``), so a 33 x 64 x 64 video has a
 17 x 32 x 32 latent and, with Wan's (1, 2, 2) patches, 17 x 16 x 16 = 4,352 video tokens. Per token
-and block, self-attention costs 4 L d flops (QK^T and PV) and the linear layers
-2 (4 d^2 + 2 d^2 + 2 d f) flops (self-attention q, k, v, o; cross-attention q, o; the feed-forward
-network). With d = 128 and f = 1024 that is 4 L d / (4 L d + 44 d^2) = L / (L + 11 d) = 0.76 at
-L = 4,352, close to Wan2.1-1.3B at 480p. ``attention_flop_share`` computes the number.
+and block, self-attention costs 4 L d flops (QK^T and PV). The linear layers cost
+2 (4 d^2 + 2 d^2 + 2 d f) flops: self-attention q, k, v and o, cross-attention q and o, and the
+feed-forward network. With d = 128 and f = 1024 that is 4 L d / (4 L d + 44 d^2) = L / (L + 11 d) = 0.76 at
+L = 4,352, and 0.75 once cross-attention over the 64 text tokens is counted, close to Wan2.1-1.3B at
+480p. ``attention_flop_share`` computes the number.
 ``num_frames - 1`` must be a multiple of 4, because ``AutoencoderKLWan`` encodes frames after the
 first in chunks of 4.
 """
@@ -148,8 +149,8 @@ def attention_flop_share(config: ToyTeacherConfig, num_tokens: int, text_len: in
     """Estimate the share of self-attention in the transformer blocks' forward flops.
 
     Counts, per video token and block, 4 L d flops of self-attention (QK^T and PV) against
-    2 (4 d^2 + 2 d^2 + 2 d f) flops of linear layers plus 4 text_len d flops of cross-attention;
-    norms, modulation, the text projection of keys and values and the patch embedding are left out.
+    2 (4 d^2 + 2 d^2 + 2 d f) flops of linear layers plus 4 text_len d flops of cross-attention.
+    Norms, modulation, the projection of text keys and values and the patch embedding are left out.
     """
     d, f = config.hidden_size, config.ffn_dim
     text_len = config.text_len if text_len is None else text_len
@@ -216,7 +217,7 @@ def save_pipeline(pipeline, config: ToyTeacherConfig, directory: str | os.PathLi
     """Save ``pipeline`` as a diffusers folder plus ``toy_teacher_config.json``, atomically.
 
     The folder is written next to ``directory`` under a temporary name and renamed into place, so a
-    reader never sees half a folder; an existing folder is replaced.
+    reader never sees half a folder. An existing folder is replaced.
 
     Returns:
         The folder path.

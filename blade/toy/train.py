@@ -1,8 +1,8 @@
 """Train the toy teacher from scratch: first its VAE, then transformer and text encoder together.
 
-Phase 1 trains ``AutoencoderKLWan`` to reconstruct procedural clips (L1 + MSE + a small KL term),
-then measures per-channel latent mean and standard deviation, which go into the VAE config as
-``latents_mean`` / ``latents_std`` exactly as in a real Wan folder. Phase 2 trains the transformer
+Phase 1 trains ``AutoencoderKLWan`` to reconstruct procedural clips (L1 + MSE + a small KL term).
+It then measures the per-channel latent mean and standard deviation. They go into the VAE config
+as ``latents_mean`` / ``latents_std``, as in a real Wan folder. Phase 2 trains the transformer
 and the text encoder with the rectified-flow (flow-matching) objective Wan uses:
 ``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0``, sigma is drawn
 uniformly then shifted like ``FlowMatchEulerDiscreteScheduler(shift)``; with probability
@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from blade.toy.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json
 from blade.toy.data import make_videos, to_vae_layout
-from blade.toy.prompts import train_prompts
+from blade.toy.evaluate import score_vae_reconstruction
+from blade.toy.prompts import heldout_prompts, train_prompts
 from blade.toy.teacher import ToyTeacherConfig, build_pipeline, save_pipeline
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def _prepare_run_dir(run_dir: Path, config: ToyTeacherConfig) -> None:
         saved = json.loads(config_path.read_text(encoding="utf-8"))
         if saved != json.loads(json.dumps(config.to_dict())):
             raise ValueError(
-                f"{run_dir} holds a run with a different config ({config_path}); "
+                f"{run_dir} contains a run with a different config ({config_path}); "
                 "pass the same config to resume, or choose a new run folder"
             )
     else:
@@ -209,6 +210,11 @@ def train_teacher(
         mean, std = latent_statistics(pipeline.vae, config)
         state = dict(state, phase="transformer", latents_mean=mean, latents_std=std)
         logger.info("VAE latent mean %s std %s", [round(m, 3) for m in mean], [round(s, 3) for s in std])
+        reconstruction = score_vae_reconstruction(
+            pipeline.vae, heldout_prompts(), config.num_frames, config.height, config.width, seed=config.seed
+        )["aggregate"]
+        state["vae_reconstruction"] = reconstruction
+        logger.info("ToyBench on VAE reconstructions of held-out prompts: %s", reconstruction)
         save_checkpoint(run_dir, state["step"], models, None, state)
     if "latents_mean" in state:
         pipeline.vae.register_to_config(latents_mean=state["latents_mean"], latents_std=state["latents_std"])
@@ -260,6 +266,7 @@ def _train_transformer(pipeline, config, run_dir, state, checkpoint, limit):
     vae.eval()
     vae.requires_grad_(False)
     models = {"vae": vae, "transformer": transformer, "text_encoder": text_encoder}
+
     prompts = train_prompts()
     first = state["step"] - config.vae_steps
     end = limit - config.vae_steps
@@ -272,6 +279,7 @@ def _train_transformer(pipeline, config, run_dir, state, checkpoint, limit):
         dropped = (torch.rand(stage.batch_size, generator=generator) < config.caption_dropout).tolist()
         texts = ["" if drop else p.text for p, drop in zip(chosen, dropped)]
         latents = encode_latents(vae, videos, state["latents_mean"], state["latents_std"])
+
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config.lr, step, config.transformer_steps, config.warmup_steps, config.min_lr_ratio)
         loss = flow_matching_loss(pipeline, latents, texts, config, generator)
@@ -279,6 +287,7 @@ def _train_transformer(pipeline, config, run_dir, state, checkpoint, limit):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
+
         size = f"{stage.num_frames}x{stage.height}x{stage.width}"
         progress.update(step, loss, {"size": size, "lr": f"{optimizer.param_groups[0]['lr']:.2e}"})
         global_step = config.vae_steps + step + 1
@@ -312,7 +321,7 @@ def load_run_pipeline(run_dir: str | os.PathLike):
 
 
 def _load_run_checkpoint(checkpoint: Path, pipeline) -> dict:
-    """Load the weights a checkpoint holds into ``pipeline``; VAE-phase checkpoints hold the VAE only."""
+    """Load a checkpoint's weights into ``pipeline``. Checkpoints of the VAE phase contain the VAE only."""
     state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
     names = ["vae"] if state["phase"] == "vae" else ["vae", "transformer", "text_encoder"]
     return load_checkpoint(checkpoint, {name: getattr(pipeline, name) for name in names})

@@ -24,13 +24,13 @@ def test_grammar_enumerates_every_combination():
 
 
 def test_heldout_is_compositional():
-    train, held = train_prompts(), heldout_prompts()
-    assert len(held) == 12
-    assert not set(train) & set(held)
-    assert set(train) | set(held) == set(all_prompts())
+    train, heldout = train_prompts(), heldout_prompts()
+    assert len(heldout) == 12
+    assert not set(train) & set(heldout)
+    assert set(train) | set(heldout) == set(all_prompts())
     for first, second in itertools.combinations(("colour", "shape", "direction"), 2):
         train_pairs = {(getattr(p, first), getattr(p, second)) for p in train}
-        for p in held:
+        for p in heldout:
             assert (getattr(p, first), getattr(p, second)) in train_pairs, (p, first, second)
 
 
