@@ -14,7 +14,8 @@ feed-forward network. With d = 128 and f = 1024 that is 4 L d / (4 L d + 44 d^2)
 L = 4,352, and 0.75 once cross-attention over the 64 text tokens is counted, close to Wan2.1-1.3B at
 480p. ``attention_flop_share`` computes the number.
 ``num_frames - 1`` must be a multiple of 4, because ``AutoencoderKLWan`` encodes frames after the
-first in chunks of 4.
+first in chunks of 4. ``WanPipeline`` (diffusers 0.42) requires height and width divisible by 16;
+training stages only need multiples of 4 (VAE factor 2 times patch 2).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class ToyTeacherConfig:
         text_len: token length of prompt embeddings (``max_sequence_length`` for the pipeline). Toy
             prompts are at most 31 bytes plus the end token.
         latent_channels, vae_base_dim: ``AutoencoderKLWan`` ``z_dim`` and ``base_dim``.
-        num_frames, height, width: the generation size the README and evaluation use.
+        num_frames, height, width: the generation size the README and evaluation use (height and
+            width multiples of 16).
         shift: flow-matching timestep shift of the scheduler (Wan2.1 at 480p uses 3).
         caption_dropout: probability of training on the empty prompt, for classifier-free guidance.
         lr, warmup_steps, min_lr_ratio: AdamW learning rate, linear warm-up, cosine floor.
@@ -108,9 +110,9 @@ class ToyTeacherConfig:
     def __post_init__(self):
         if self.num_frames < 1 or (self.num_frames - 1) % 4 != 0:
             raise ValueError(f"num_frames must be 4 k + 1 (AutoencoderKLWan encodes 4-frame chunks), got {self.num_frames}")
-        if self.height % 4 or self.width % 4:
+        if self.height % 16 or self.width % 16:
             raise ValueError(
-                f"height and width must be multiples of 4 (VAE factor 2 times patch 2), got {self.height} x {self.width}"
+                f"height and width must be multiples of 16 (WanPipeline checks this), got {self.height} x {self.width}"
             )
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
