@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from blade.toy.bench import frechet_video_distance, score_videos
 from blade.toy.checkpoint import write_json
-from blade.toy.data import make_videos, to_vae_layout
+from blade.toy.data import make_videos, to_uint8, to_vae_layout
 from blade.toy.prompts import ToyPrompt, heldout_prompts, parse_prompt, train_prompts
 from blade.toy.teacher import ToyTeacherConfig
 
@@ -68,6 +68,28 @@ def generate_videos(
     return torch.stack(videos)
 
 
+def save_preview(videos: torch.Tensor, path: str | os.PathLike, num_columns: int = 6) -> Path:
+    """Write a PNG grid, one row per video and ``num_columns`` evenly spaced frames, atomically.
+
+    Args:
+        videos: float ``[B, T, H, W, 3]`` in [-1, 1].
+        path: output ``.png`` path.
+        num_columns: frames shown per video (at most T).
+    """
+    import imageio.v3 as iio
+
+    num_frames = videos.shape[1]
+    columns = torch.linspace(0, num_frames - 1, min(num_columns, num_frames)).round().long()
+    rows = [torch.cat(list(video[columns]), dim=1) for video in videos]  # each [H, n*W, 3]
+    grid = to_uint8(torch.cat(rows, dim=0)).numpy()  # [B*H, n*W, 3]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    iio.imwrite(staging, grid, extension=".png")
+    os.replace(staging, path)
+    return path
+
+
 def evaluate_pipeline(
     pipeline,
     config: ToyTeacherConfig,
@@ -86,7 +108,8 @@ def evaluate_pipeline(
         pipeline, config, num_inference_steps, guidance_scale, seed, num_frames, height, width:
             see ``generate_videos``.
         splits: split name -> prompts; ``default_eval_prompts()`` when None.
-        out_file: JSON written atomically when given.
+        out_file: JSON written atomically when given, with a preview grid ``<stem>-<split>.png``
+            of the generated videos beside it.
 
     Returns:
         ``{"settings": {...}, "<split>": {"aggregate": {..., "frechet_distance": float or None},
@@ -118,6 +141,8 @@ def evaluate_pipeline(
         scores["aggregate"]["frechet_distance"] = distance
         scores["aggregate"]["seconds_per_video"] = (time.perf_counter() - start) / len(prompts)
         result[name] = scores
+        if out_file is not None:
+            save_preview(videos, Path(out_file).with_name(f"{Path(out_file).stem}-{name}.png"))
         logger.info("%s: %s", name, {k: round(v, 4) for k, v in scores["aggregate"].items()})
     if out_file is not None:
         write_json(out_file, result)
@@ -183,8 +208,8 @@ def evaluate_teacher(
             f"{model} is neither a pipeline folder (model_index.json) nor a training run (latest.json)"
         )
     pipeline.set_progress_bar_config(disable=True)
-    result = evaluate_pipeline(pipeline, config, **kwargs)
-    result["settings"].update(source)
+    result = evaluate_pipeline(pipeline, config, out_file=out_file, **kwargs)
+    result["settings"].update(source)  # rewrite the JSON below with where the weights came from
     if out_file is not None:
         write_json(out_file, result)
     return result

@@ -71,6 +71,7 @@ def test_cli_train_then_evaluate(tiny_config, tmp_path):
         assert main(["toy-teacher", "evaluate", "--model", str(model), "--out", str(out),
                      "--steps", "2", "--limit", "2"]) == 0
         result = json.loads(out.read_text())
+        assert (tmp_path / f"{model.name}-heldout.png").is_file()
         for split in ("heldin", "heldout"):
             aggregate = result[split]["aggregate"]
             assert aggregate["num_videos"] == 2
