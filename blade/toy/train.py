@@ -185,6 +185,7 @@ def train_teacher(
     Args:
         config: the recipe; it is written to ``run_dir`` and a resume with another config raises.
         run_dir: folder for ``checkpoints/``, ``latest.json``, ``train_log.jsonl`` and the config.
+            After a resume, the loss log repeats the lines logged after the last checkpoint.
         export_dir: where to save the finished diffusers folder (``save_pipeline``); None skips it.
         stop_after: stop after this many global steps (VAE steps count first), checkpointing before
             returning; used to simulate an interruption. None trains to the end.
@@ -207,6 +208,7 @@ def train_teacher(
     if state["step"] < config.vae_steps:
         state = _train_vae(pipeline, config, run_dir, state, checkpoint, limit)
     if "latents_mean" not in state and state["step"] >= config.vae_steps:
+        pipeline.vae.eval()
         mean, std = latent_statistics(pipeline.vae, config)
         state = dict(state, phase="transformer", latents_mean=mean, latents_std=std)
         logger.info("VAE latent mean %s std %s", [round(m, 3) for m in mean], [round(s, 3) for s in std])
