@@ -60,6 +60,7 @@ def save_checkpoint(
     models: dict[str, torch.nn.Module],
     optimizer: torch.optim.Optimizer | None,
     state: dict,
+    config: dict | None = None,
     keep: int = 2,
 ) -> Path:
     """Write one checkpoint and point ``latest.json`` at it; keep the newest ``keep`` checkpoints.
@@ -70,6 +71,8 @@ def save_checkpoint(
         models: name -> module, each saved as ``<name>.safetensors`` (tied weights handled).
         optimizer: saved as ``optimizer.safetensors`` with its param groups in ``state.json``.
         state: JSON-serialisable training state (phase, counters, statistics).
+        config: the run's configuration, written as ``config.json`` so each checkpoint is
+            self-describing; None skips it.
         keep: number of checkpoints kept on disk.
 
     Returns:
@@ -86,6 +89,8 @@ def save_checkpoint(
         tensors, groups = optimizer_tensors(optimizer)
         save_file(tensors, str(staging / "optimizer.safetensors"))
         payload["optimizer_param_groups"] = groups
+    if config is not None:
+        write_json(staging / "config.json", config)
     write_json(staging / "state.json", payload)
     if final.exists():
         shutil.rmtree(final)

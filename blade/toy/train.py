@@ -217,7 +217,7 @@ def train_teacher(
         )["aggregate"]
         state["vae_reconstruction"] = reconstruction
         logger.info("ToyBench on VAE reconstructions of held-out prompts: %s", reconstruction)
-        save_checkpoint(run_dir, state["step"], models, None, state)
+        save_checkpoint(run_dir, state["step"], models, None, state, config.to_dict())
     if "latents_mean" in state:
         pipeline.vae.register_to_config(latents_mean=state["latents_mean"], latents_std=state["latents_std"])
     if config.vae_steps <= state["step"] < limit:
@@ -251,7 +251,7 @@ def _train_vae(pipeline, config, run_dir, state, checkpoint, limit):
         progress.update(step, loss, {"size": f"{frames}x{height}x{width}"})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
             state = {"phase": "vae", "step": step + 1}
-            save_checkpoint(run_dir, step + 1, {"vae": vae}, optimizer, state)
+            save_checkpoint(run_dir, step + 1, {"vae": vae}, optimizer, state, config.to_dict())
     progress.close()
     vae.eval()
     return state
@@ -295,7 +295,7 @@ def _train_transformer(pipeline, config, run_dir, state, checkpoint, limit):
         global_step = config.vae_steps + step + 1
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
             state = dict(state, phase="transformer", step=global_step)
-            save_checkpoint(run_dir, global_step, models, optimizer, state)
+            save_checkpoint(run_dir, global_step, models, optimizer, state, config.to_dict())
     progress.close()
     transformer.eval()
     text_encoder.eval()

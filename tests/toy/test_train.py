@@ -5,7 +5,7 @@ import torch
 from diffusers import WanPipeline
 from safetensors.torch import load_file
 
-from blade.toy.teacher import load_config
+from blade.toy.teacher import ToyTeacherConfig, load_config
 from blade.toy.train import learning_rate, load_run_pipeline, stage_at, train_teacher
 
 
@@ -31,6 +31,8 @@ def test_resume_matches_uninterrupted_run(tiny_config, tmp_path):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{name}.{key}")
     state = json.loads((resumed / "checkpoints" / last / "state.json").read_text())
     assert len(state["latents_mean"]) == tiny_config.latent_channels
+    saved_config = json.loads((resumed / "checkpoints" / last / "config.json").read_text())
+    assert ToyTeacherConfig.from_dict(saved_config) == tiny_config
 
 
 def test_resume_with_other_config_raises(tiny_config, tmp_path):
