@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--steps", type=int, default=50, help="sampling steps (default: %(default)s)")
     evaluate.add_argument("--guidance", type=float, default=5.0, help="CFG scale; 1 disables it (default: %(default)s)")
     evaluate.add_argument("--seed", type=int, default=0, help="first generator seed (default: %(default)s)")
-    evaluate.add_argument("--limit", type=int, default=None, help="score only the first N prompts of each split")
+    evaluate.add_argument("--limit", type=int, default=None,
+                          help="score only N evenly spaced prompts of each split (default: all)")
     evaluate.add_argument("--size", type=int, nargs=3, metavar=("FRAMES", "HEIGHT", "WIDTH"), default=None,
                           help="video size (default: the model's configured generation size)")
     evaluate.set_defaults(handler=_evaluate)
@@ -55,7 +56,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     splits = default_eval_prompts()
     if args.limit is not None:
-        splits = {name: prompts[: args.limit] for name, prompts in splits.items()}
+        if args.limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {args.limit}")
+        splits = {name: prompts[:: max(1, len(prompts) // args.limit)][: args.limit] for name, prompts in splits.items()}
     size = dict(zip(("num_frames", "height", "width"), args.size)) if args.size else {}
     result = evaluate_teacher(
         args.model, args.out, splits=splits, num_inference_steps=args.steps,

@@ -13,15 +13,26 @@ from tqdm.auto import tqdm
 from blade.toy.bench import frechet_video_distance, score_videos
 from blade.toy.checkpoint import write_json
 from blade.toy.data import make_videos, to_uint8, to_vae_layout
-from blade.toy.prompts import ToyPrompt, heldout_prompts, parse_prompt, train_prompts
+from blade.toy.prompts import COLOURS, DIRECTIONS, SHAPES, ToyPrompt, heldout_prompts, parse_prompt
 from blade.toy.teacher import ToyTeacherConfig
 
 logger = logging.getLogger(__name__)
 
 
 def default_eval_prompts() -> dict[str, list[ToyPrompt]]:
-    """Evaluation splits: every fourth training prompt (21, all attribute values) and all 12 held out."""
-    return {"heldin": train_prompts()[::4], "heldout": heldout_prompts()}
+    """Evaluation splits: 24 training prompts and all 12 held-out prompts.
+
+    The held-in split has one prompt per colour-shape pair: colour i and shape j take direction
+    (i + 2 j + 1) mod 4. ``heldout_prompts`` holds out (i + 2 j) mod 4, so these are all training
+    prompts, and over the 24 pairs every direction appears 6 times.
+    """
+    directions = list(DIRECTIONS)
+    heldin = [
+        ToyPrompt(colour, shape, directions[(i + 2 * j + 1) % 4])
+        for i, colour in enumerate(COLOURS)
+        for j, shape in enumerate(SHAPES)
+    ]
+    return {"heldin": heldin, "heldout": heldout_prompts()}
 
 
 @torch.no_grad()

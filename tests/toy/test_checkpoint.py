@@ -22,7 +22,8 @@ def test_round_trip_restores_weights_and_optimizer(tmp_path):
     save_checkpoint(tmp_path, 3, {"net": model}, optimizer, {"phase": "x"}, config={"seed": 0})
     restored, restored_optimizer = _model_and_optimizer(1)
     state = load_checkpoint(latest_checkpoint(tmp_path), {"net": restored}, restored_optimizer)
-    assert state["step"] == 3 and state["phase"] == "x"
+    assert state["step"] == 3
+    assert state["phase"] == "x"
     for a, b in zip(model.parameters(), restored.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # One more identical step must give identical weights, which needs the moments and step counts.

@@ -62,3 +62,17 @@ def test_bad_prompts_raise(tmp_path):
     bad.write_text("a red circle moving left\n\na red blob moving up\n", encoding="utf-8")
     with pytest.raises(ValueError, match="bad.txt:3"):
         read_prompt_list(bad)
+
+
+def test_eval_splits_are_balanced():
+    from collections import Counter
+
+    from blade.toy.evaluate import default_eval_prompts
+
+    splits = default_eval_prompts()
+    heldin = splits["heldin"]
+    assert set(heldin) <= set(train_prompts())
+    assert splits["heldout"] == heldout_prompts()
+    assert Counter(p.direction for p in heldin) == {d: 6 for d in DIRECTIONS}
+    assert Counter(p.shape for p in heldin) == {s: 6 for s in SHAPES}
+    assert Counter(p.colour for p in heldin) == {c: 4 for c in COLOURS}
