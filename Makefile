@@ -47,7 +47,8 @@ bench: bench-attention
 bench-attention: setup
 	$(PY) -m blade bench attention $(BENCH_ARGS)
 
-# The toy teacher: about 2.5 hours on 2 CPU cores. Rerunning resumes from the last checkpoint.
+# The toy teacher: an estimated 2.5 hours on 2 idle CPU cores (from short step-time measurements).
+# Rerunning resumes from the last checkpoint.
 toy-teacher: setup
 	$(PY) -m blade toy-teacher train --run-dir results/toy-teacher --export data/models/toy-wan
 

@@ -99,9 +99,9 @@ class ToyTeacherConfig:
     vae_kl_weight: float = 1e-6
     stages: tuple[TrainStage, ...] = field(
         default_factory=lambda: (
-            TrainStage(num_frames=17, height=32, width=32, batch_size=16, steps=2000),
+            TrainStage(num_frames=17, height=32, width=32, batch_size=16, steps=2400),
             TrainStage(num_frames=17, height=64, width=64, batch_size=4, steps=800),
-            TrainStage(num_frames=33, height=64, width=64, batch_size=2, steps=500),
+            TrainStage(num_frames=33, height=64, width=64, batch_size=2, steps=600),
         )
     )
     log_every: int = 25
