@@ -80,3 +80,32 @@ def test_cli_train_then_evaluate(tiny_config, tmp_path):
             assert 0.0 <= aggregate["attribute_accuracy"] <= 1.0
             assert aggregate["frechet_distance"] >= 0.0
         assert result["settings"]["num_frames"] == tiny_config.num_frames
+
+
+def test_flow_matching_loss_against_reference(tiny_config):
+    """Sigma follows the scheduler's shift, x_t = (1 - sigma) x0 + sigma noise, target noise - x0."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from blade.toy.teacher import build_pipeline
+    from blade.toy.train import flow_matching_loss
+
+    pipeline = build_pipeline(tiny_config)
+    latents = torch.randn(2, tiny_config.latent_channels, 3, 4, 6)
+    texts = ["a red circle moving left", ""]
+    loss = flow_matching_loss(pipeline, latents, texts, tiny_config, torch.Generator().manual_seed(7))
+
+    generator = torch.Generator().manual_seed(7)
+    u = torch.rand(2, generator=generator)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=tiny_config.shift)
+    # The scheduler maps an unshifted sigma s to shift s / (1 + (shift - 1) s).
+    unshifted = torch.linspace(1.0, 0.05, 10)
+    scheduler.set_timesteps(sigmas=unshifted.numpy())
+    shift = tiny_config.shift
+    torch.testing.assert_close(scheduler.sigmas[:-1], shift * unshifted / (1 + (shift - 1) * unshifted), rtol=1e-4, atol=1e-5)
+    sigma = shift * u / (1 + (shift - 1) * u)
+    noise = torch.randn(latents.shape, generator=generator)
+    noisy = (1 - sigma.view(-1, 1, 1, 1, 1)) * latents + sigma.view(-1, 1, 1, 1, 1) * noise
+    embeds, _ = pipeline.encode_prompt(texts, do_classifier_free_guidance=False, max_sequence_length=tiny_config.text_len)
+    prediction = pipeline.transformer(noisy, sigma * 1000, embeds, return_dict=False)[0]
+    expected = ((prediction - (noise - latents)) ** 2).mean()
+    torch.testing.assert_close(loss, expected)
