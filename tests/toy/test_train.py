@@ -109,3 +109,27 @@ def test_flow_matching_loss_against_reference(tiny_config):
     prediction = pipeline.transformer(noisy, sigma * 1000, embeds, return_dict=False)[0]
     expected = ((prediction - (noise - latents)) ** 2).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_vae_loss_reduces_to_plain_losses(tiny_config):
+    """With foreground weight 1 the reconstruction term is torch's L1 plus MSE, and the KL term is
+    the closed-form KL of a diagonal Gaussian to N(0, 1), averaged per latent element."""
+    import torch.nn.functional as F
+
+    from blade.toy.data import make_videos, to_vae_layout
+    from blade.toy.teacher import build_pipeline
+    from blade.toy.train import vae_loss
+
+    vae = build_pipeline(tiny_config).vae
+    videos = to_vae_layout(make_videos(["a red circle moving left", "a cyan cross moving up"], 5, 16, 16, seed=0))
+    loss = vae_loss(vae, videos, 0.5, torch.Generator().manual_seed(3), foreground_weight=1.0)
+
+    posterior = vae.encode(videos).latent_dist
+    noise = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(3))
+    reconstruction = vae.decode(posterior.mean + posterior.std * noise).sample
+    normal = torch.distributions.Normal(torch.zeros_like(posterior.mean), torch.ones_like(posterior.mean))
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(posterior.mean, posterior.std), normal).mean()
+    expected = F.l1_loss(reconstruction, videos) + F.mse_loss(reconstruction, videos) + 0.5 * kl
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    weighted = vae_loss(vae, videos, 0.5, torch.Generator().manual_seed(3), foreground_weight=10.0)
+    assert not torch.allclose(weighted, loss)
