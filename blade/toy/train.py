@@ -74,6 +74,26 @@ def _vae_clip_size(config: ToyTeacherConfig, step: int) -> tuple[int, int, int, 
     return max(1, config.vae_batch_size // 2), 5, config.height, config.width
 
 
+def decode_unclamped(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Decode ``[B, z, T, H, W]`` latents with ``vae`` without the final clamp to [-1, 1].
+
+    ``AutoencoderKLWan.decode`` clamps its output, and a clamp passes no gradient to pixels outside
+    [-1, 1]. Trained through it, the VAE pushed every pixel below -1 and stopped learning. A
+    forward hook on the decoder collects its per-frame outputs, which are the unclamped pixels.
+
+    Returns:
+        ``[B, C, T_out, H_out, W_out]``, equal to ``vae.decode(latents).sample`` where that lies
+        inside (-1, 1).
+    """
+    chunks: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda module, args, output: chunks.append(output))
+    try:
+        vae.decode(latents)
+    finally:
+        handle.remove()
+    return torch.cat(chunks, dim=2)
+
+
 def vae_loss(
     vae, videos: torch.Tensor, kl_weight: float, generator: torch.Generator, foreground_weight: float = 10.0
 ) -> torch.Tensor:
@@ -90,7 +110,7 @@ def vae_loss(
     """
     posterior = vae.encode(videos).latent_dist
     latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-    reconstruction = vae.decode(latents).sample
+    reconstruction = decode_unclamped(vae, latents)
     background = torch.tensor(BACKGROUND_RGB).view(1, 3, 1, 1, 1) * 2.0 - 1.0
     foreground = ((videos - background).norm(dim=1, keepdim=True) > 0.1).to(videos.dtype)  # [B, 1, T, H, W]
     weight = (1.0 + (foreground_weight - 1.0) * foreground).expand_as(videos)

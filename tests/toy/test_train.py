@@ -118,7 +118,7 @@ def test_vae_loss_reduces_to_plain_losses(tiny_config):
 
     from blade.toy.data import make_videos, to_vae_layout
     from blade.toy.teacher import build_pipeline
-    from blade.toy.train import vae_loss
+    from blade.toy.train import decode_unclamped, vae_loss
 
     vae = build_pipeline(tiny_config).vae
     videos = to_vae_layout(make_videos(["a red circle moving left", "a cyan cross moving up"], 5, 16, 16, seed=0))
@@ -126,7 +126,9 @@ def test_vae_loss_reduces_to_plain_losses(tiny_config):
 
     posterior = vae.encode(videos).latent_dist
     noise = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(3))
-    reconstruction = vae.decode(posterior.mean + posterior.std * noise).sample
+    reconstruction = decode_unclamped(vae, posterior.mean + posterior.std * noise)
+    clamped = vae.decode(posterior.mean + posterior.std * noise).sample
+    torch.testing.assert_close(reconstruction.clamp(-1, 1), clamped)
     normal = torch.distributions.Normal(torch.zeros_like(posterior.mean), torch.ones_like(posterior.mean))
     kl = torch.distributions.kl_divergence(torch.distributions.Normal(posterior.mean, posterior.std), normal).mean()
     expected = F.l1_loss(reconstruction, videos) + F.mse_loss(reconstruction, videos) + 0.5 * kl
