@@ -1,15 +1,17 @@
 """Train the toy teacher from scratch: first its VAE, then transformer and text encoder together.
 
-Phase 1 trains ``AutoencoderKLWan`` to reconstruct procedural clips (L1 + MSE with the object's
-pixels weighted 10 times the background's, plus a small KL term).
-It then measures the per-channel latent mean and standard deviation. They go into the VAE config
-as ``latents_mean`` / ``latents_std``, as in a real Wan folder. Phase 2 trains the transformer
-and the text encoder with the rectified-flow (flow-matching) objective Wan uses:
-``x_t = (1 - sigma) x_0 + sigma * noise``, the model predicts ``noise - x_0``, sigma is drawn
-uniformly then shifted like ``FlowMatchEulerDiscreteScheduler(shift)``; with probability
-``caption_dropout`` the prompt is replaced by the empty prompt, which is what ``WanPipeline`` encodes
-as the default negative prompt for classifier-free guidance. Training runs through the configured
-stages, small videos first, because the 3D RoPE lets one set of weights run at any grid.
+Phase 1 trains ``AutoencoderKLWan`` to reconstruct procedural clips: L1 + MSE with the object's
+pixels weighted 10 times the background's, plus a small KL term. It then measures the per-channel
+latent mean and standard deviation, which go into the VAE config as ``latents_mean`` /
+``latents_std``, as in a real Wan folder.
+
+Phase 2 trains the transformer and the text encoder with the rectified-flow (flow-matching)
+objective Wan uses. The noisy input is ``x_t = (1 - sigma) x_0 + sigma * noise`` and the model
+predicts ``noise - x_0``. Sigma is drawn uniformly, then shifted like
+``FlowMatchEulerDiscreteScheduler(shift)``. With probability ``caption_dropout`` the prompt is the
+empty prompt, which ``WanPipeline`` encodes as its default negative prompt for classifier-free
+guidance. Training runs through the configured stages, small videos first, because the 3D RoPE
+lets one set of weights run at any grid.
 
 Every random draw at step ``s`` comes from a generator seeded by ``(config.seed, phase, s)``, so a
 run resumed from a checkpoint takes exactly the steps an uninterrupted run would have taken.
