@@ -30,6 +30,10 @@ _LAZY_EXPORTS = {
     "ssim": "blade.evaluation",
     "DistillConfig": "blade.distill",
     "load_lora": "blade.distill",
+    "ToyTeacherConfig": "blade.toy",
+    "make_videos": "blade.toy",
+    "score_videos": "blade.toy",
+    "evaluate_teacher": "blade.toy",
 }
 
 __all__ = ["__version__", *_LAZY_EXPORTS]
