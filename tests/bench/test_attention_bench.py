@@ -77,3 +77,17 @@ def test_cli_prints_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("blade 0.")
+
+
+@pytest.mark.skipif("flex" not in __import__("blade").available_backends("cpu"), reason="FlexAttention cannot compile here")
+def test_flex_is_timed_last_beside_its_own_dense_run():
+    settings = AttentionBenchSettings(
+        lengths=(256,), heads=1, head_dims=(32,), sparsities=(0.5,), dtypes=("float32",),
+        modes=("forward",), backends=("flex", "torch"), repeats=1,
+    )
+    report = run_attention_benchmark(settings, progress=False)
+    assert [row["backend"] for row in report["results"]] == ["dense", "torch", "dense", "flex"]
+    first_dense, torch_row, second_dense, flex_row = report["results"]
+    assert torch_row["dense_median_s"] == first_dense["median_s"]
+    assert flex_row["dense_median_s"] == second_dense["median_s"]
+    assert flex_row["speedup_vs_dense"] == pytest.approx(second_dense["median_s"] / flex_row["median_s"])
