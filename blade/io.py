@@ -20,10 +20,10 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
     """Create `path` atomically: `write(temporary_path)` fills a temporary file, which then replaces it.
 
-    The temporary file sits in the target's folder (so the rename stays on one file system), keeps
-    `suffix` (for writers that choose a format from the extension), is flushed to disk before the
-    rename, and gets the permissions a plain `open(path, "w")` would give (0666 minus the umask) rather
-    than mkstemp's private 0600. It is removed if `write` raises.
+    The temporary file sits in the target's folder, so the rename stays on one file system. It keeps
+    `suffix` for writers that choose a format from the extension. It is flushed to disk before the
+    rename and gets the permissions a plain `open(path, "w")` would give (0666 minus the umask)
+    rather than mkstemp's private 0600. It is removed if `write` raises.
 
     Args:
         path: the file to create or replace; parent folders are created.

@@ -19,7 +19,7 @@ def test_written_file_gets_umask_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
-def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
+def test_failed_write_keeps_old_file(tmp_path):
     path = atomic_write_text(tmp_path / "note.txt", "old")
 
     def failing_write(temporary):
@@ -35,7 +35,8 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
 def test_temporary_keeps_requested_suffix(tmp_path):
     seen = []
     atomic_write(tmp_path / "clip.mp4", lambda temporary: (seen.append(temporary.name), temporary.write_bytes(b"x")), suffix=".mp4")
-    assert seen[0].endswith(".mp4") and seen[0].startswith(".clip.mp4.")
+    assert seen[0].endswith(".mp4")
+    assert seen[0].startswith(".clip.mp4.")
 
 
 def test_safetensors_round_trip(tmp_path):

@@ -1,8 +1,8 @@
 """`blade bench attention`: block-sparse attention backends against dense SDPA, side by side.
 
 For every (dtype, head dim, length, mode) the dense baseline and every backend at every sparsity are
-timed in interleaved rounds (one call of each per round), so load that drifts during the run affects
-all of them alike; each figure is the median over the rounds. Masks keep the same number of key blocks
+timed in interleaved rounds, one call of each per round, so load that drifts during the run affects
+all of them alike. Each figure is the median over the rounds. Masks keep the same number of key blocks
 in every query-block row, as ASA does at its ratio clamp.
 """
 

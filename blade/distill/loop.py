@@ -44,7 +44,7 @@ _RANK_SEED_STRIDE = 1_000_003
 
 @dataclass
 class TrainResult:
-    """What `train` returns.
+    """Result of `train`.
 
     Attributes:
         output_dir: the run folder.

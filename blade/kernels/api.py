@@ -153,7 +153,7 @@ def _choose_auto(q, block_size, needs_grad, return_lse) -> str:
 def resolve_backend(backend, q, block_size, *, needs_grad, return_lse) -> tuple[str, str]:
     """Return (backend that would run, "" or the reason it cannot) for a request like `q`'s.
 
-    "auto" resolves to the backend it would choose (it always finds one); an explicit backend
+    "auto" resolves to the backend it would choose, and it always finds one. An explicit backend
     resolves to itself, with the reason when it cannot serve the request.
     """
     if backend == "auto":
@@ -164,8 +164,8 @@ def resolve_backend(backend, q, block_size, *, needs_grad, return_lse) -> tuple[
 def block_sparse_attention(q, k, v, block_mask, *, block_size=128, backend="auto", scale=None, return_lse=False):
     """Compute exact softmax attention restricted to the kept (query block, key block) pairs.
 
-    Query block i covers tokens [i * block_size, (i + 1) * block_size) of q, key block j the same
-    range of k and v; the last block of each is ragged when block_size does not divide the length.
+    Query block i covers tokens [i * block_size, (i + 1) * block_size) of q, and key block j the same
+    range of k and v. The last block of each is ragged when block_size does not divide the length.
 
     Args:
         q: `[B, H, Lq, D]` queries, float32, float16 or bfloat16.

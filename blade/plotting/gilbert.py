@@ -52,7 +52,7 @@ def plot_gilbert_order(grid_thw: Sequence[int], *, block_size: int, frame: int =
         grid_thw: latent token grid (T, H, W).
         block_size: tokens per block, as in the BladeConfig.
         frame: frame index shown in panels 1 and 2.
-        max_points: the most tokens drawn in the 3D panel.
+        max_points: maximum number of tokens drawn in the 3D panel.
 
     Returns:
         The matplotlib Figure.

@@ -86,7 +86,7 @@ def plot_mask_grid(recording, *, batch: int = 0, max_rows: int = 8, max_columns:
         The matplotlib Figure.
 
     Raises:
-        ValueError: the recording holds no mask (only dense calls, or the byte budget was exhausted).
+        ValueError: the recording contains no mask (only dense calls, or the byte budget was exhausted).
     """
     import matplotlib.pyplot as plt
 

@@ -3,8 +3,8 @@
 Video-BLADE's "ASA_GT" covers the blocks the sparse branch drops with a coarse view of the whole
 sequence: k and v mean-pooled over consecutive groups of n tokens in curve order. A pooled key stands
 for the n tokens it averages, so its logit gets + ln(n) and the two branches merge as one softmax over
-kept fine tokens and pooled tokens. The last group may hold fewer tokens; it is averaged over its real
-tokens only and weighted by ln(its size), so padding never leaks in.
+kept fine tokens and pooled tokens. The last group may contain fewer tokens. It is averaged over its real
+tokens only and its logit gets + ln(its size), so padding never leaks in.
 """
 
 from __future__ import annotations

@@ -30,8 +30,10 @@ def test_segment_and_timestep_draws_cover_their_ranges():
     segments = {sample_segment(8, generator) for _ in range(400)}
     assert segments == set(range(8))
     t = sample_timesteps(124, 20_000, generator)
-    assert t.dtype == torch.int64 and t.shape == (20_000,)
-    assert t.min().item() == 124 and t.max().item() == 979
+    assert t.dtype == torch.int64
+    assert t.shape == (20_000,)
+    assert t.min().item() == 124
+    assert t.max().item() == 979
     t_clean = sample_timesteps(-1, 20_000, generator)
     assert t_clean.min().item() == 0
     with pytest.raises(ValueError, match="t_max"):
@@ -82,5 +84,6 @@ def test_rollout_with_a_known_denoiser_matches_a_hand_written_loop():
     torch.testing.assert_close(rollout.states[4], x)
 
     partial = student_rollout(denoise, noise, schedule, 4, 0.9, torch.Generator().manual_seed(1), last_segment=1)
-    assert len(partial.x0) == 2 and len(partial.states) == 3
+    assert len(partial.x0) == 2
+    assert len(partial.states) == 3
     torch.testing.assert_close(partial.states[2], rollout.states[2])

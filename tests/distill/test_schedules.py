@@ -51,7 +51,8 @@ def test_v_prediction_schedule_from_cogvideox_scheduler():
     alpha, sigma = schedule.coefficients(torch.arange(-1, 1000))
     torch.testing.assert_close(alpha[1:].square(), abar, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(alpha.square() + sigma.square(), torch.ones(1001, dtype=torch.float64))
-    assert alpha[0].item() == 1.0 and sigma[0].item() == 0.0
+    assert alpha[0].item() == 1.0
+    assert sigma[0].item() == 0.0
     torch.testing.assert_close(scheduler.alphas_cumprod.double(), abar, rtol=1e-5, atol=1e-7)
     assert isinstance(schedule_from_scheduler(scheduler), VPredictionSchedule)
     with pytest.raises(ValueError, match="v-prediction"):
