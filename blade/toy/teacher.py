@@ -90,18 +90,18 @@ class ToyTeacherConfig:
     width: int = 64
     shift: float = 3.0
     caption_dropout: float = 0.1
-    lr: float = 5e-4
-    warmup_steps: int = 200
+    lr: float = 1e-3
+    warmup_steps: int = 100
     min_lr_ratio: float = 0.1
-    vae_steps: int = 1500
+    vae_steps: int = 1800
     vae_batch_size: int = 4
-    vae_lr: float = 1e-3
+    vae_lr: float = 5e-3
     vae_kl_weight: float = 1e-6
     stages: tuple[TrainStage, ...] = field(
         default_factory=lambda: (
-            TrainStage(num_frames=17, height=32, width=32, batch_size=16, steps=2400),
-            TrainStage(num_frames=17, height=64, width=64, batch_size=4, steps=800),
-            TrainStage(num_frames=33, height=64, width=64, batch_size=2, steps=600),
+            TrainStage(num_frames=17, height=32, width=32, batch_size=16, steps=1500),
+            TrainStage(num_frames=17, height=64, width=64, batch_size=4, steps=500),
+            TrainStage(num_frames=33, height=64, width=64, batch_size=2, steps=300),
         )
     )
     log_every: int = 25

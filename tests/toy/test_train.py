@@ -40,7 +40,7 @@ def test_resume_with_other_config_raises(tiny_config, tmp_path):
     import dataclasses
 
     with pytest.raises(ValueError, match="different config"):
-        train_teacher(dataclasses.replace(tiny_config, lr=1e-3), tmp_path)
+        train_teacher(dataclasses.replace(tiny_config, lr=tiny_config.lr * 2), tmp_path)
 
 
 def test_stage_schedule_and_lr(tiny_config):
@@ -112,8 +112,9 @@ def test_flow_matching_loss_against_reference(tiny_config):
 
 
 def test_vae_loss_reduces_to_plain_losses(tiny_config):
-    """With foreground weight 1 the reconstruction term is torch's L1 plus MSE, and the KL term is
-    the closed-form KL of a diagonal Gaussian to N(0, 1), averaged per latent element."""
+    """With foreground weight 1 the reconstruction term is torch's MSE of the decoded posterior
+    mean, and the KL term is the closed-form KL of a diagonal Gaussian to N(0, 1), averaged per
+    latent element."""
     import torch.nn.functional as F
 
     from blade.toy.data import make_videos, to_vae_layout
@@ -122,16 +123,15 @@ def test_vae_loss_reduces_to_plain_losses(tiny_config):
 
     vae = build_pipeline(tiny_config).vae
     videos = to_vae_layout(make_videos(["a red circle moving left", "a cyan cross moving up"], 5, 16, 16, seed=0))
-    loss = vae_loss(vae, videos, 0.5, torch.Generator().manual_seed(3), foreground_weight=1.0)
+    loss = vae_loss(vae, videos, 0.5, foreground_weight=1.0)
 
     posterior = vae.encode(videos).latent_dist
-    noise = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(3))
-    reconstruction = decode_unclamped(vae, posterior.mean + posterior.std * noise)
-    clamped = vae.decode(posterior.mean + posterior.std * noise).sample
+    reconstruction = decode_unclamped(vae, posterior.mean)
+    clamped = vae.decode(posterior.mean).sample
     torch.testing.assert_close(reconstruction.clamp(-1, 1), clamped)
     normal = torch.distributions.Normal(torch.zeros_like(posterior.mean), torch.ones_like(posterior.mean))
     kl = torch.distributions.kl_divergence(torch.distributions.Normal(posterior.mean, posterior.std), normal).mean()
-    expected = F.l1_loss(reconstruction, videos) + F.mse_loss(reconstruction, videos) + 0.5 * kl
+    expected = F.mse_loss(reconstruction, videos) + 0.5 * kl
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-    weighted = vae_loss(vae, videos, 0.5, torch.Generator().manual_seed(3), foreground_weight=10.0)
+    weighted = vae_loss(vae, videos, 0.5, foreground_weight=10.0)
     assert not torch.allclose(weighted, loss)
