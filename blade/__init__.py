@@ -28,6 +28,8 @@ _LAZY_EXPORTS = {
     "export_video": "blade.export",
     "psnr": "blade.evaluation",
     "ssim": "blade.evaluation",
+    "EvalConfig": "blade.evaluation",
+    "evaluate": "blade.evaluation",
     "DistillConfig": "blade.distill",
     "load_lora": "blade.distill",
     "ToyTeacherConfig": "blade.toy",

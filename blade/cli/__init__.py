@@ -17,6 +17,7 @@ _SUBCOMMAND_MODULES = [
     "blade.cli.embed",
     "blade.cli.generate",
     "blade.cli.distill",
+    "blade.cli.evaluate",
     "blade.cli.toy_teacher",
 ]
 

@@ -194,7 +194,7 @@ class MaskRecorder:
         mask = stats["block_mask"].detach()
         scores = stats["block_scores"].detach()
         if self.heads is not None:
-            head_index = torch.tensor(self.heads, device=mask.device)
+            head_index = torch.tensor(self.heads, device=mask.device, dtype=torch.long)  # float when empty
             mask = mask.index_select(1, head_index)  # [B, H_selected, n_q, n_k]
             scores = scores.index_select(1, head_index)
         size = mask.numel() * mask.element_size() + scores.numel() * 4
