@@ -1,6 +1,7 @@
 """Shared fixtures: the gpu marker, tiny seeded Wan and CogVideoX pipelines, saved once per session
 and loaded back through `blade.models.load_pipeline`, as a user would load a downloaded pipeline
-folder, and the `python3` kernel that the notebook tests run papermill with."""
+folder, the `python3` kernel that the notebook tests run papermill with, and a tiny saved toy teacher
+with a student LoRA for `blade evaluate` and notebook 04."""
 
 import copy
 import subprocess
@@ -71,3 +72,37 @@ def python3_kernel():
     except NoSuchKernel:
         subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], check=True)
     return "python3"
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory):
+    """A saved toy teacher (random weights, one block) generating 5 x 16 x 32 videos: 3 x 8 x 16 latents, 96 tokens."""
+    import dataclasses
+
+    from blade.toy.teacher import ToyTeacherConfig, build_pipeline, save_pipeline
+
+    config = dataclasses.replace(
+        ToyTeacherConfig(), num_layers=1, head_dim=32, ffn_dim=64, text_dim=32, text_layers=1, text_ffn_dim=32,
+        vae_base_dim=8, num_frames=5, height=16, width=32,
+    )
+    folder = tmp_path_factory.mktemp("toy_eval") / "toy-wan"
+    save_pipeline(build_pipeline(config), config, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_lora(toy_model, tmp_path_factory):
+    """A rank-4 student LoRA with non-zero random weights, saved with blade's own `save_lora`."""
+    from peft import LoraConfig
+
+    from blade.distill import save_lora
+    from blade.models import load_pipeline
+
+    pipeline = load_pipeline(toy_model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # peft draws the random LoRA weights from the global generator
+        pipeline.transformer.add_adapter(
+            LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False),
+            adapter_name="student",
+        )
+    return save_lora(pipeline.transformer, tmp_path_factory.mktemp("toy_lora"))
