@@ -27,7 +27,7 @@ from blade.config import BladeConfig
 SAMPLERS = ("pipeline", "student")
 ATTENTIONS = ("dense", "asa", "sliding_tile", "radial")
 STATIC_ATTENTIONS = ("sliding_tile", "radial")
-TOY_PROMPT_SETS = ("toy:heldin", "toy:heldout", "toy:train", "toy:demo")
+TOY_PROMPT_SETS = ("toy:heldin", "toy:heldout", "toy:eval", "toy:train", "toy:demo")
 _PRESETS = {"wan": BladeConfig.wan, "cogvideox": BladeConfig.cogvideox, "dense": BladeConfig.dense}
 
 
@@ -127,8 +127,9 @@ class EvalConfig:
             ASA, or None. The default variant list includes "student_asa" only when it is given.
         dense_lora: LoRA of a student distilled with dense attention, or None; adds "student_dense".
         blade: ASA settings of "asa" variants that set none (see `resolve_blade`).
-        prompts: a list of prompts, a prompt file (one per line), or a toy prompt set
-            ("toy:heldin", "toy:heldout", "toy:train", "toy:demo").
+        prompts: a list of prompts, a prompt file (one per line), or a toy prompt set: "toy:heldin"
+            (24 training prompts), "toy:heldout" (12), "toy:eval" (both, held-in first), "toy:train",
+            "toy:demo" (see `blade.toy.prompts`).
         max_prompts: keep only the first this-many prompts; None keeps all.
         seed: run seed; prompt i draws its noise from `blade.generate.prompt_seed(seed, i)` in
             every variant.

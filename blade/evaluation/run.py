@@ -47,6 +47,7 @@ def resolve_prompts(config: EvalConfig) -> list[str]:
         from blade.toy.evaluate import default_eval_prompts
 
         sets = {"toy:heldin": lambda: default_eval_prompts()["heldin"], "toy:heldout": heldout_prompts,
+                "toy:eval": lambda: [p for split in default_eval_prompts().values() for p in split],
                 "toy:train": train_prompts, "toy:demo": demo_prompts}
         texts = [prompt.text for prompt in sets[prompts]()]
     elif isinstance(prompts, str):
