@@ -71,3 +71,31 @@ def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: di
 
     contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     return atomic_write(path, lambda temporary: save_file(contiguous, str(temporary), metadata=metadata))
+
+
+def read_settings_file(path: str | os.PathLike, *, missing_hint: str) -> dict:
+    """Read a YAML (.yaml, .yml) or JSON (.json) file that contains a mapping of settings.
+
+    Args:
+        path: the file.
+        missing_hint: the message of the FileNotFoundError raised when the file does not exist.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: another suffix, or the file does not contain a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(missing_hint)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    elif path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file must end in .yaml, .yml or .json, got {path.name!r}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
+    return data

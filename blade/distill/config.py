@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,18 +160,7 @@ class DistillConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "DistillConfig":
         """Read a YAML (.yaml, .yml) or JSON (.json) file of settings."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no distillation config at {str(path)!r}; see configs/distill/ for examples")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        from blade.io import read_settings_file
 
-            data = yaml.safe_load(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ValueError(f"config file must end in .yaml, .yml or .json, got {path.name!r}")
-        if not isinstance(data, dict):
-            raise ValueError(f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
-        return cls.from_dict(data)
+        missing = f"no distillation config at {str(path)!r}; see configs/distill/ for examples"
+        return cls.from_dict(read_settings_file(path, missing_hint=missing))

@@ -7,20 +7,19 @@ A variant is one way of sampling videos from the model folder:
 - sampler "student": the K-step stochastic rollout a TDM student was trained with
   (`blade.distill.student_latents`), no guidance, with eta `eta`.
 
-Each variant runs with or without a LoRA (`lora: true` takes the run's `lora`, the student distilled
-with ASA; `lora: dense` takes `dense_lora`, a student distilled with dense attention) and with one attention: "dense" (the
-model's own), "asa" (`apply_blade` with `blade`), or a training-free static mask, "sliding_tile" or
-"radial", at a target `sparsity`. A sparsity given as a variant name takes the attention sparsity
-measured for that (earlier) variant, so peers run at the sparsity ASA reached.
+Each variant runs with or without a LoRA. `lora: true` takes the run's `lora` (the student distilled
+with ASA), and `lora: dense` takes `dense_lora` (a student distilled with dense attention). Each
+variant also picks one attention: "dense" (the model's own), "asa" (`apply_blade` with `blade`), or a
+training-free static mask, "sliding_tile" or "radial", at a target `sparsity`. A sparsity given as a
+variant name takes the attention sparsity measured for that earlier variant, so peers run at the
+sparsity ASA reached.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from blade.config import BladeConfig
 
@@ -185,26 +184,26 @@ class EvalConfig:
         """Raise ValueError naming the first invalid setting."""
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a pipeline folder path, got {self.model!r}")
-        for name in ("repeats",):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an int >= 1, got {self.repeats!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.max_prompts is not None and (not isinstance(self.max_prompts, int) or self.max_prompts < 1):
             raise ValueError(f"max_prompts must be None or an int >= 1, got {self.max_prompts!r}")
         if isinstance(self.prompts, str) and self.prompts.startswith("toy:") and self.prompts not in TOY_PROMPT_SETS:
-            raise ValueError(f"prompts {self.prompts!r} is no toy prompt set; use one of {TOY_PROMPT_SETS}")
+            raise ValueError(f"prompts {self.prompts!r} is not a valid toy prompt set; use one of {TOY_PROMPT_SETS}")
         if isinstance(self.prompts, list) and not all(isinstance(p, str) and p.strip() for p in self.prompts):
             raise ValueError("prompts given as a list must all be non-blank strings")
         if self.blade is not None:
             resolve_blade(self.blade)
+
         names = [variant.name for variant in self.variants]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"variant names must be unique, got {duplicates} more than once")
         if self.reference not in names:
-            raise ValueError(f"reference {self.reference!r} names no variant; variants are {names}")
+            raise ValueError(f"reference {self.reference!r} does not name a variant; variants are {names}")
+
         for index, variant in enumerate(self.variants):
             variant.validate()
             if variant.lora is True and self.lora is None:
@@ -218,6 +217,7 @@ class EvalConfig:
                 )
             if variant.attention == "asa" and variant.blade is None and self.blade is None:
                 raise ValueError(f"variant {variant.name!r} uses ASA but neither it nor the config sets blade")
+
         if self.run_id is not None and (not isinstance(self.run_id, str) or "/" in self.run_id or not self.run_id):
             raise ValueError(f"run_id must be a folder name without '/', got {self.run_id!r}")
 
@@ -238,10 +238,7 @@ class EvalConfig:
         """Build a config from a mapping, rejecting unknown keys by name."""
         if not isinstance(data, dict):
             raise ValueError(f"an evaluation config must be a mapping of settings, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown evaluation settings {unknown}; valid settings are {sorted(known)}")
+        _check_known(data, cls, "evaluation settings")
         if "model" not in data:
             raise ValueError("an evaluation config needs model: the pipeline folder to evaluate")
         return cls(**data)
@@ -249,26 +246,17 @@ class EvalConfig:
     @classmethod
     def from_file(cls, path, **overrides) -> "EvalConfig":
         """Read a YAML (.yaml, .yml) or JSON (.json) file of settings; `overrides` replace settings before validation."""
-        return cls.from_dict(read_settings(path) | overrides)
+        from blade.io import read_settings_file
+
+        missing = f"no evaluation config at {str(path)!r}; see configs/evaluate/toy.yaml for an example"
+        return cls.from_dict(read_settings_file(path, missing_hint=missing) | overrides)
 
 
-def read_settings(path) -> dict:
-    """Read the mapping of settings in a YAML or JSON evaluation config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no evaluation config at {str(path)!r}; see configs/evaluate/toy.yaml for an example")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"evaluation config must end in .yaml, .yml or .json, got {path.name!r}")
-    if not isinstance(data, dict):
-        raise ValueError(f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
-    return data
+def _check_known(data: dict, cls, what: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; valid settings are {sorted(known)}")
 
 
 def _variant_from(entry) -> VariantSpec:
@@ -276,10 +264,7 @@ def _variant_from(entry) -> VariantSpec:
         return entry
     if not isinstance(entry, dict):
         raise ValueError(f"each variant must be a mapping of VariantSpec fields, got {entry!r}")
-    known = {f.name for f in dataclasses.fields(VariantSpec)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise ValueError(f"unknown variant settings {unknown} in {entry.get('name')!r}; valid settings are {sorted(known)}")
+    _check_known(entry, VariantSpec, f"settings of variant {entry.get('name')!r}")
     if "name" not in entry:
         raise ValueError(f"a variant needs a name, got {entry!r}")
     return VariantSpec(**entry)
@@ -288,9 +273,9 @@ def _variant_from(entry) -> VariantSpec:
 def default_variants(config: EvalConfig) -> list[VariantSpec]:
     """The standard comparison: teacher, few-step teacher, students, training-free peers.
 
-    Returns, in order: "teacher" (pipeline, `teacher_steps`, `teacher_guidance`, dense),
-    "teacher_8step" (pipeline, `student_steps`, no guidance, dense; the name keeps "8step" whatever
-    `student_steps` is, so tables line up across runs), "student_dense" (with `dense_lora`) and
+    Returns, in order: "teacher" (pipeline, `teacher_steps`, `teacher_guidance`, dense) and
+    "teacher_8step" (pipeline, `student_steps`, no guidance, dense). That name keeps "8step" whatever
+    `student_steps` is, so tables line up across runs. Then "student_dense" (with `dense_lora`) and
     "student_asa" (with `lora`, ASA on), both on the student sampler. Each entry of `training_free`
     ("asa", "sliding_tile", "radial") adds "free_<entry>" on the dense student, or on the few-step
     teacher without a `dense_lora`. Static masks run at the measured sparsity of "free_asa" when it
@@ -313,7 +298,11 @@ def default_variants(config: EvalConfig) -> list[VariantSpec]:
         base = dict(lora="dense", **student)
     else:
         base = dict(sampler="pipeline", steps=config.student_steps, guidance=1.0)
-    matched = "free_asa" if "asa" in entries else ("student_asa" if config.lora is not None else None)
+    matched = None
+    if "asa" in entries:
+        matched = "free_asa"
+    elif config.lora is not None:
+        matched = "student_asa"
     # ASA first, so the static masks can match its measured sparsity
     for entry in sorted(entries, key=lambda name: name != "asa"):
         sparsity = None

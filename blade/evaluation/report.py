@@ -27,7 +27,7 @@ def _toybench(videos: np.ndarray, prompts: list[str]) -> dict | None:
     try:
         parsed = [parse_prompt(prompt) for prompt in prompts]
     except ValueError as error:
-        logger.warning("ToyBench skipped: a prompt is no toy prompt (%s)", error)
+        logger.warning("ToyBench skipped: a prompt is not a valid toy prompt (%s)", error)
         return None
     unit = videos.astype(np.float32) / 127.5 - 1.0  # ToyBench reads [-1, 1]
     return score_videos(unit, parsed)["aggregate"]
@@ -144,7 +144,7 @@ def write_report(run_dir, metrics: dict, *, max_columns: int = 6) -> dict[str, P
 
 
 def demo_summary(metrics: dict, wall_seconds: float, *, student: str = "student_asa") -> dict:
-    """The headline numbers of `make demo` from an evaluation's metrics.
+    """Compute the headline numbers of `make demo` from an evaluation's metrics.
 
     Args:
         metrics: metrics.json of the run.

@@ -10,7 +10,7 @@ Layout of a run folder `<out_dir>/<run_id>/`:
     variants/<name>/videos.safetensors   uint8 [N, T, H, W, 3], the frames the metrics read
     videos/<name>/<index>_<slug>.mp4 / .gif
 
-A variant whose result.json holds the same key (a hash of everything its videos depend on) is
+A variant whose result.json contains the same key (a hash of everything its videos depend on) is
 reused instead of sampled again, so an interrupted run resumes at the first unfinished variant.
 """
 
@@ -71,7 +71,7 @@ def _check_inputs(config: EvalConfig) -> None:
         file = path / "pytorch_lora_weights.safetensors" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(
-                f"{name} {str(path)!r} is no LoRA file: expected pytorch_lora_weights.safetensors from "
+                f"{name} {str(path)!r} is not a LoRA file: expected pytorch_lora_weights.safetensors from "
                 "blade distill (its output_dir), or set lora: null to evaluate the teacher alone"
             )
 

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunContext:
-    """What every variant of one run shares.
+    """Settings shared by every variant of one run.
 
     Attributes:
         prompts: the prompt texts, in order.
@@ -97,7 +97,7 @@ def resolve_size(pipe, config: EvalConfig, toy_config) -> tuple[int, int, int, i
 
 
 def load_variant(config: EvalConfig, variant: VariantSpec, sparsity: float | None):
-    """Load the model folder and set it up as the variant asks: LoRA, then ASA or a static mask.
+    """Load the model folder and set it up as the variant requests: LoRA, then ASA or a static mask.
 
     Args:
         config: the run's settings.
@@ -114,8 +114,8 @@ def load_variant(config: EvalConfig, variant: VariantSpec, sparsity: float | Non
     lora = {False: None, True: config.lora, "dense": config.dense_lora}[variant.lora]
     pipe, details = prepare_pipeline(config.model, lora=lora, device=config.device, dtype=config.dtype)
     blade_config = config.blade_for(variant)
-    # The pipeline sampler steps through the scheduler's timesteps, so dense_steps can count them;
-    # the student was trained without a registered schedule, so it runs without one here too.
+    # The pipeline sampler steps through the scheduler's timesteps, so dense_steps can count them.
+    # The student was trained without a registered schedule, so it runs without one here too.
     schedule = pipe.scheduler if variant.sampler == "pipeline" else None
     details["static_mask"] = None
     if variant.attention == "asa":

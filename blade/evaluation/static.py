@@ -3,8 +3,8 @@
 `apply_static_mask` patches the transformer with `apply_blade` (the same processors, call context and
 mask recording) and then swaps each processor's sparse call for one that builds the strategy's mask
 from `blade.sparsity.strategies` at the target sparsity and attends under it. The static masks have
-no global branch, so their sparsity is 1 - kept block fraction; matching ASA's reported sparsity
-(1 - kept - 1/n) gives both the same attention cost.
+no global branch, so their sparsity is 1 - kept block fraction. Matching ASA's reported sparsity
+(1 - kept - 1/n) therefore gives both the same attention cost.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def apply_static_mask(transformer, strategy: str, sparsity: float, config: Blade
     Args:
         transformer: the diffusers transformer (not yet patched).
         strategy: "sliding_tile" or "radial".
-        sparsity: target share of skipped block pairs, in [0, 1); each query block keeps
+        sparsity: target share of skipped block pairs, in [0, 1). Each query block keeps
             floor(n_k (1 - sparsity)) key blocks (at least one), plus text blocks.
         config: supplies block_size, backend, dense_steps and dense_layers (default `BladeConfig()`).
         schedule: as in `apply_blade` (needed for dense_steps).

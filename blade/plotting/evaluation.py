@@ -64,7 +64,7 @@ def frame_grid(videos: dict[str, np.ndarray], frame_index: int | None = None, ma
 
 
 def plot_frame_grid(videos: dict[str, np.ndarray], prompts: list[str], max_columns: int = 6):
-    """The middle frame of each variant's videos as a labelled figure (rows variants, columns prompts).
+    """Draw the middle frame of each variant's videos as a labelled figure (rows variants, columns prompts).
 
     Returns:
         A matplotlib Figure.

@@ -1,7 +1,6 @@
 """Fixtures of the distillation tests: one thread, prompt embeddings of the tiny Wan pipeline, a tiny run config."""
 
 import pytest
-import torch
 
 from blade.distill import DistillConfig
 from blade.prompts import embed_prompts
@@ -10,13 +9,8 @@ PROMPTS = [f"a {colour} cube turning slowly, take {i}" for i, colour in enumerat
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # The tiny models' matrices are so small that two threads spend most of their time synchronising
-    # (12 ms instead of 35 us per 64-wide linear on the shared 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

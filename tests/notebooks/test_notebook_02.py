@@ -1,7 +1,6 @@
 """Notebook 02 runs end to end through papermill on a tiny Wan pipeline folder."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,24 +11,13 @@ from blade.models import tiny_wan_pipeline
 
 papermill = pytest.importorskip("papermill")
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.notebooks.helpers import ROOT, run_notebook  # noqa: E402
+
 NOTEBOOK = ROOT / "notebooks" / "02_sparsity_masks.ipynb"
 
 
 def _run(tmp_path, monkeypatch, kernel, parameters):
-    # The kernel must import blade from this checkout, whatever an editable install points at.
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(parameters), encoding="utf-8")
-    output = tmp_path / "executed.ipynb"
-    # the same structured parameters `papermill -f params.yaml` reads
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(output), parameters=yaml.safe_load(params_file.read_text(encoding="utf-8")),
-        kernel_name=kernel, cwd=str(ROOT / "notebooks"), progress_bar=False,
-    )
-    return output
+    return run_notebook(NOTEBOOK, tmp_path, monkeypatch, kernel, parameters)
 
 
 def test_notebook_02_on_tiny_wan(tmp_path, monkeypatch, python3_kernel):

@@ -1,34 +1,22 @@
 """Notebook 04 runs end to end through papermill on a tiny toy teacher and student LoRA."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
 papermill = pytest.importorskip("papermill")
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.notebooks.helpers import ROOT, run_notebook  # noqa: E402
+
 NOTEBOOK = ROOT / "notebooks" / "04_evaluation.ipynb"
 
 
 def _run(tmp_path, monkeypatch, kernel, parameters):
-    # The kernel must import blade from this checkout, whatever an editable install points at.
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(parameters), encoding="utf-8")
-    output = tmp_path / "executed.ipynb"
-    # the same structured parameters `papermill -f params.yaml` reads
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(output), parameters=yaml.safe_load(params_file.read_text(encoding="utf-8")),
-        kernel_name=kernel, cwd=str(ROOT / "notebooks"), progress_bar=False,
-    )
-    return output
+    return run_notebook(NOTEBOOK, tmp_path, monkeypatch, kernel, parameters)
 
 
-def test_notebook_04_runs_and_then_shows_the_finished_run(tmp_path, monkeypatch, python3_kernel, toy_model, toy_lora):
+def test_notebook_04_runs_and_reloads(tmp_path, monkeypatch, python3_kernel, toy_model, toy_lora):
     config_file = tmp_path / "eval.yaml"
     config_file.write_text(yaml.safe_dump({
         "model": str(toy_model), "lora": str(toy_lora),
