@@ -203,6 +203,8 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
                                      "max_sequence_length": context.max_sequence_length}
             fps = config.fps or default_fps(pipe)
             del pipe
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # free the variant's weights before the next one loads
             results[variant.name] = _save_variant(folder, run, key, variant, sparsity, prompts,
                                                   run_dir / "videos" / variant.name, fps, config.gif_max_side)
             results[variant.name]["reused"] = False
