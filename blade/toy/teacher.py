@@ -93,7 +93,7 @@ class ToyTeacherConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
-    vae_steps: int = 1800
+    vae_steps: int = 1500
     vae_batch_size: int = 4
     vae_lr: float = 5e-3
     vae_kl_weight: float = 1e-6

@@ -68,12 +68,14 @@ def _vae_clip_size(config: ToyTeacherConfig, step: int) -> tuple[int, int, int, 
     """(batch, frames, height, width) of VAE step ``step``.
 
     Steps alternate between half-size and full-size frames, so the VAE sees objects at every scale
-    the transformer stages use. Five frames exercise both the VAE's first-frame path and one
-    4-frame chunk; the causal convolutions then carry over to longer clips.
+    the transformer stages use. Clips have 13 or 9 frames: the first frame plus three or two 4-frame
+    chunks, so every chunk after the second reads a causal-convolution cache written by a chunk
+    before it, as in a 33-frame video. A VAE trained on 5-frame clips alone reconstructed those
+    clips with the right colours but lost colour from the third chunk of longer clips on.
     """
     if step % 2 == 0:
-        return config.vae_batch_size, 5, config.height // 2, config.width // 2
-    return max(1, config.vae_batch_size // 2), 5, config.height, config.width
+        return config.vae_batch_size, 13, config.height // 2, config.width // 2
+    return max(1, config.vae_batch_size // 2), 9, config.height, config.width
 
 
 def decode_unclamped(vae, latents: torch.Tensor) -> torch.Tensor:
