@@ -252,11 +252,11 @@ class EvalConfig:
         return cls.from_dict(read_settings_file(path, missing_hint=missing) | overrides)
 
 
-def _check_known(data: dict, cls, what: str) -> None:
+def _check_known(data: dict, cls, kind: str) -> None:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {what} {unknown}; valid settings are {sorted(known)}")
+        raise ValueError(f"unknown {kind} {unknown}; valid settings are {sorted(known)}")
 
 
 def _variant_from(entry) -> VariantSpec:
@@ -271,7 +271,7 @@ def _variant_from(entry) -> VariantSpec:
 
 
 def default_variants(config: EvalConfig) -> list[VariantSpec]:
-    """The standard comparison: teacher, few-step teacher, students, training-free peers.
+    """Build the standard comparison: teacher, few-step teacher, students, training-free peers.
 
     Returns, in order: "teacher" (pipeline, `teacher_steps`, `teacher_guidance`, dense) and
     "teacher_8step" (pipeline, `student_steps`, no guidance, dense). That name keeps "8step" whatever

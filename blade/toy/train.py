@@ -99,11 +99,11 @@ def decode_unclamped(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 def vae_loss(vae, videos: torch.Tensor, kl_weight: float, foreground_weight: float = 10.0) -> torch.Tensor:
-    """Foreground-weighted MSE of the reconstruction from the posterior mean, plus ``kl_weight`` times the KL term.
+    """Return the foreground-weighted MSE of the reconstruction from the posterior mean, plus ``kl_weight`` times the KL term.
 
-    The decoder sees the posterior mean, not a sample: the pipeline only ever encodes with
-    ``latent_dist.mode()``, and with sampled latents the small VAE learned colour so slowly that
-    after 1,500 steps it still decoded red and blue as the same colour. The KL term only keeps
+    The decoder reads the posterior mean, not a sample, because transformer training encodes clips
+    with ``latent_dist.mode()``. With sampled latents the small VAE also learned colour so slowly
+    that after 1,500 steps it still decoded red and blue as the same colour. The KL term only keeps
     the latent scale bounded.
 
     Args:

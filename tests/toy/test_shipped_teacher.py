@@ -1,4 +1,4 @@
-"""The toy teacher shipped in data/models/toy-wan: loadable like a real Wan folder, and it still knows colours."""
+"""The toy teacher shipped in data/models/toy-wan: loadable like a real Wan folder, and its VAE keeps colours."""
 
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def test_shipped_folder_size_and_config(shipped):
 
 
 def test_shipped_vae_reconstructs_colours(shipped):
-    """Encode and decode procedural clips of every colour; the judge reads back the prompt's colour."""
+    """Encode and decode procedural clips of every colour, then check that ToyBench reads back each prompt's colour."""
     from blade.toy.bench import score_video
     from blade.toy.data import make_videos, to_vae_layout
     from blade.toy.prompts import COLOURS
