@@ -3,6 +3,8 @@
 import argparse
 import logging
 
+from blade.cli.settings import add_set_option, parse_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,23 +26,21 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--output-dir", default=None, help="override output_dir of the config")
     parser.add_argument("--max-train-steps", type=int, default=None, help="override max_train_steps of the config")
+    add_set_option(parser, "e.g. --set num_steps=4 --set output_dir=results/distill/toy-4step")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `blade distill` with parsed arguments; return the exit code (2 on an invalid config)."""
-    import dataclasses
-
     from blade.distill import DistillConfig, train
 
     try:
-        config = DistillConfig.from_file(args.config)
-        overrides = {}
+        overrides = parse_settings(args.settings)
         if args.output_dir is not None:
             overrides["output_dir"] = args.output_dir
         if args.max_train_steps is not None:
             overrides["max_train_steps"] = args.max_train_steps
-        config = dataclasses.replace(config, **overrides)
+        config = DistillConfig.from_file(args.config, **overrides)
     except (ValueError, TypeError, FileNotFoundError) as error:
         logger.error("%s", error)
         return 2

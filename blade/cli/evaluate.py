@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from blade.cli.settings import add_set_option, parse_settings
+
 logger = logging.getLogger(__name__)
 
 # command-line overrides of config settings: option -> setting
@@ -30,6 +32,7 @@ def register(subparsers) -> None:
     for option in _OVERRIDES:
         parser.add_argument(f"--{option.replace('_', '-')}", dest=option, default=None,
                             help=f"override {_OVERRIDES[option]} of the config")
+    add_set_option(parser, "e.g. --set prompts=toy:heldin --set training_free=[]")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -48,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     """Run `blade evaluate`; return the exit code (2 on an invalid config or a missing input)."""
     from blade.evaluation import EvalConfig, evaluate
 
-    overrides = {setting: getattr(args, option) for option, setting in _OVERRIDES.items()
-                 if getattr(args, option) is not None}
     try:
+        overrides = parse_settings(args.settings)
+        overrides.update({setting: getattr(args, option) for option, setting in _OVERRIDES.items()
+                          if getattr(args, option) is not None})
         config = EvalConfig.from_file(args.config, **overrides)
     except (ValueError, TypeError, FileNotFoundError) as error:
         logger.error("%s", error)

@@ -158,9 +158,9 @@ class DistillConfig:
         return cls(**data)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "DistillConfig":
-        """Read a YAML (.yaml, .yml) or JSON (.json) file of settings."""
+    def from_file(cls, path: str | Path, **overrides) -> "DistillConfig":
+        """Read a YAML (.yaml, .yml) or JSON (.json) file of settings; `overrides` replace settings before validation."""
         from blade.io import read_settings_file
 
         missing = f"no distillation config at {str(path)!r}; see configs/distill/ for examples"
-        return cls.from_dict(read_settings_file(path, missing_hint=missing))
+        return cls.from_dict(read_settings_file(path, missing_hint=missing) | overrides)

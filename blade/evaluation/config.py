@@ -62,7 +62,9 @@ class VariantSpec:
         guidance: classifier-free guidance scale of the pipeline sampler; <= 1 disables it. The
             student sampler runs without guidance and requires 1.0.
         eta: noise mixing of the student sampler (as trained); ignored by the pipeline sampler.
-        lora: False for none, True for `EvalConfig.lora`, "dense" for `EvalConfig.dense_lora`.
+        lora: False for none, True for `EvalConfig.lora`, "dense" for `EvalConfig.dense_lora`, or
+            the path of another LoRA (file or `blade distill` output folder), e.g. a 4-step student
+            compared in the same run.
         attention: "dense", "asa", "sliding_tile" or "radial".
         blade: ASA settings for "asa" (see `resolve_blade`); None takes `EvalConfig.blade`. For the
             static masks only its block_size and backend are used.
@@ -98,8 +100,10 @@ class VariantSpec:
             )
         if not isinstance(self.eta, (int, float)) or not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"{where}: eta must be in [0, 1], got {self.eta!r}")
-        if self.lora not in (False, True, "dense"):
-            raise ValueError(f"{where}: lora must be false, true (the run's lora) or 'dense' (dense_lora), got {self.lora!r}")
+        if self.lora not in (False, True, "dense") and not (isinstance(self.lora, str) and self.lora.strip()):
+            raise ValueError(
+                f"{where}: lora must be false, true (the run's lora), 'dense' (dense_lora) or a LoRA path, got {self.lora!r}"
+            )
         if self.attention not in ATTENTIONS:
             raise ValueError(f"{where}: attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.attention in STATIC_ATTENTIONS:
@@ -132,8 +136,9 @@ class EvalConfig:
         max_prompts: keep only the first this-many prompts; None keeps all.
         seed: run seed; prompt i draws its noise from `blade.generate.prompt_seed(seed, i)` in
             every variant.
-        repeats: timed generations per video. With more than one, the first (which also records
-            attention sparsity) is left out of the timing; the median of the rest is reported.
+        repeats: generations per video. With more than one, the first is left out of the timing and
+            the median of the rest is reported. Sparse variants always leave out their first
+            generation, which records attention sparsity, so with 1 they run one extra, untimed.
         height, width, frames: video size; None takes the toy config's or the pipeline's default.
         max_sequence_length: text tokens; None takes the toy config's `text_len`, else the
             pipeline's default.
@@ -220,6 +225,12 @@ class EvalConfig:
 
         if self.run_id is not None and (not isinstance(self.run_id, str) or "/" in self.run_id or not self.run_id):
             raise ValueError(f"run_id must be a folder name without '/', got {self.run_id!r}")
+
+    def lora_path(self, variant: VariantSpec):
+        """Return the LoRA path `variant` loads, or None for the bare model."""
+        if variant.lora is False:
+            return None
+        return {True: self.lora, "dense": self.dense_lora}.get(variant.lora, variant.lora)
 
     def blade_for(self, variant: VariantSpec) -> BladeConfig | None:
         """Return the BladeConfig a variant patches the transformer with, or None for dense attention."""

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from blade.evaluation.config import EvalConfig, VariantSpec
-from blade.evaluation.sampling import RunContext, VariantRun, load_variant, resolve_size, run_variant, toy_config_of
+from blade.evaluation.sampling import (RunContext, VariantRun, generations_per_prompt, load_variant, resolve_size,
+                                      run_variant, toy_config_of)
 from blade.io import atomic_save_safetensors, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,10 @@ def _check_inputs(config: EvalConfig) -> None:
     from blade.models import pipeline_family
 
     pipeline_family(config.model)  # FileNotFoundError naming the folder when it is not a pipeline
-    for name in ("lora", "dense_lora"):
-        path = getattr(config, name)
+    paths = [(name, getattr(config, name)) for name in ("lora", "dense_lora")]
+    paths += [(f"lora of variant {variant.name!r}", config.lora_path(variant)) for variant in config.variants
+              if variant.lora not in (False, True, "dense")]
+    for name, path in paths:
         if path is None:
             continue
         path = Path(path)
@@ -74,6 +77,12 @@ def _check_inputs(config: EvalConfig) -> None:
                 f"{name} {str(path)!r} is not a LoRA file: expected pytorch_lora_weights.safetensors from "
                 "blade distill (its output_dir), or set lora: null to evaluate the teacher alone"
             )
+
+
+def _fingerprint(path) -> str:
+    from blade.generate.prepare import stat_fingerprint
+
+    return stat_fingerprint(path)
 
 
 def variant_key(config: EvalConfig, variant: VariantSpec, prompts: list[str], sparsity, fingerprints: dict) -> str:
@@ -94,6 +103,7 @@ def variant_key(config: EvalConfig, variant: VariantSpec, prompts: list[str], sp
         "sparsity": sparsity,
         "prompts": prompts,
         "fingerprints": fingerprints,
+        "variant_lora": None if variant.lora in (False, True, "dense") else _fingerprint(variant.lora),
         **{name: getattr(config, name) for name in
            ("model", "seed", "repeats", "height", "width", "frames", "max_sequence_length", "device", "dtype")},
         "torch": torch.__version__,
@@ -178,8 +188,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     toy_config = toy_config_of(config.model)
     context = None
     results: dict[str, dict] = {}
-    bar = tqdm(total=len(config.variants) * len(prompts) * config.repeats, unit="video", desc="evaluate",
-               disable=not progress)
+    per_prompt = {variant.name: generations_per_prompt(variant.attention != "dense", config.repeats)
+                  for variant in config.variants}
+    bar = tqdm(total=len(prompts) * sum(per_prompt.values()), unit="video", desc="evaluate", disable=not progress)
     try:
         for variant in config.variants:
             sparsity = variant.sparsity
@@ -191,7 +202,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
             if finished is not None:
                 logger.info("%s: reusing the finished variant in %s (same settings)", variant.name, folder)
                 results[variant.name] = finished | {"reused": True}
-                bar.update(len(prompts) * config.repeats)
+                bar.update(len(prompts) * per_prompt[variant.name])
                 continue
             bar.set_postfix_str(variant.name)
             pipe, details = load_variant(config, variant, sparsity)

@@ -111,8 +111,7 @@ def load_variant(config: EvalConfig, variant: VariantSpec, sparsity: float | Non
     from blade.generate import prepare_pipeline
     from blade.patching import apply_blade
 
-    lora = {False: None, True: config.lora, "dense": config.dense_lora}[variant.lora]
-    pipe, details = prepare_pipeline(config.model, lora=lora, device=config.device, dtype=config.dtype)
+    pipe, details = prepare_pipeline(config.model, lora=config.lora_path(variant), device=config.device, dtype=config.dtype)
     blade_config = config.blade_for(variant)
     # The pipeline sampler steps through the scheduler's timesteps, so dense_steps can count them.
     # The student was trained without a registered schedule, so it runs without one here too.
@@ -186,13 +185,19 @@ def sample_video(pipe, variant: VariantSpec, prompt: str, index: int, context: R
     return video
 
 
+def generations_per_prompt(patched: bool, repeats: int) -> int:
+    """Generations `run_variant` makes per prompt: one extra, untimed, for a patched variant with `repeats` = 1."""
+    return repeats + 1 if patched and repeats == 1 else repeats
+
+
 def run_variant(pipe, variant: VariantSpec, context: RunContext, *, seed: int, repeats: int, progress=None) -> VariantRun:
     """Sample every prompt `repeats` times; time each generation and record attention sparsity.
 
-    The first generation of each prompt runs inside `record_masks` (block masks not kept, only each
-    call's sparsity) when the transformer is patched. With `repeats` > 1 that generation is left
-    out of the timing, so the recording's host copies never count. The videos kept are those of
-    the first generation; later repeats draw the same noise.
+    When the transformer is patched, the first generation of each prompt runs inside `record_masks`
+    (block masks not kept, only each call's sparsity) and is left out of the timing, so the
+    recording's host copies never count; with `repeats` = 1 one more generation is then timed.
+    Unpatched variants time every generation when `repeats` = 1 and all but the first otherwise.
+    The videos kept are those of the first generation; later repeats draw the same noise.
 
     Args:
         pipe: the variant's pipeline.
@@ -210,9 +215,10 @@ def run_variant(pipe, variant: VariantSpec, context: RunContext, *, seed: int, r
 
     patched = blade_state(pipe.transformer) is not None
     videos, seconds, sparsities = [], [], []
+    generations = generations_per_prompt(patched, repeats)
     for index, prompt in enumerate(context.prompts):
         timings = []
-        for repeat in range(repeats):
+        for repeat in range(generations):
             recording = record_masks(pipe.transformer, heads=[]) if patched and repeat == 0 else contextlib.nullcontext()
             with recording as recorded:
                 start = time.perf_counter()
@@ -222,7 +228,7 @@ def run_variant(pipe, variant: VariantSpec, context: RunContext, *, seed: int, r
                 videos.append(to_uint8_frames(video))
                 if recorded is not None:
                     sparsities.extend(call.sparsity.float().mean().item() for call in recorded.calls)
-            if repeat > 0 or repeats == 1:
+            if repeat > 0 or generations == 1:
                 timings.append(elapsed)
             if progress is not None:
                 progress.update(1)

@@ -70,10 +70,11 @@ def test_guard_skips_every_abnormal_fake_update(wan_embeddings, tmp_path):
 
 
 def test_cli_trains_and_the_student_lora_loads_into_a_patched_pipeline(wan_embeddings, tmp_path):
-    config = tiny_config(wan_embeddings, tmp_path / "run", max_train_steps=2, mixed_precision="bf16").to_dict()
+    # the file asks for 5 steps; --set overrides it with 2
+    config = tiny_config(wan_embeddings, tmp_path / "run", max_train_steps=5, mixed_precision="bf16").to_dict()
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
-    assert cli_main(["distill", "--config", str(config_path)]) == 0
+    assert cli_main(["distill", "--config", str(config_path), "--set", "max_train_steps=2"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["max_train_steps"] == 2
@@ -88,10 +89,17 @@ def test_cli_trains_and_the_student_lora_loads_into_a_patched_pipeline(wan_embed
     assert not torch.allclose(before, after, atol=1e-6)
 
 
-def test_cli_rejects_a_bad_config(tmp_path):
+def test_cli_rejects_a_bad_config(wan_embeddings, tmp_path, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text("num_step: 8\n")
     assert cli_main(["distill", "--config", str(bad)]) == 2
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(tiny_config(wan_embeddings, tmp_path / "run").to_dict()))
+    assert cli_main(["distill", "--config", str(good), "--set", "num_step=4"]) == 2
+    assert "unknown distillation settings ['num_step']" in caplog.text
+    assert cli_main(["distill", "--config", str(good), "--set", "num_steps"]) == 2
+    assert "invalid --set item 'num_steps'" in caplog.text
+    assert not (tmp_path / "run").exists()
 
 
 def test_cogvideox_v_prediction_run_with_the_teacher_term(wan_embeddings, tmp_path):

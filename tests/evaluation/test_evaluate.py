@@ -34,9 +34,10 @@ def tiny_run(toy_model, toy_lora, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("eval")
     config_file = out / "eval.yaml"
-    config_file.write_text(yaml.safe_dump(_settings(toy_model, toy_lora, out / "runs")))
+    # The file leaves the training-free peers out; --set puts sliding tile back (checked by the tests below).
+    config_file.write_text(yaml.safe_dump(_settings(toy_model, toy_lora, out / "runs", training_free=[])))
     torch.set_num_threads(1)
-    assert main(["evaluate", "--config", str(config_file), "--no-progress"]) == 0
+    assert main(["evaluate", "--config", str(config_file), "--set", "training_free=[sliding_tile]", "--no-progress"]) == 0
     run_dir = out / "runs" / "tiny"
     return config_file, run_dir, json.loads((run_dir / "metrics.json").read_text())
 
@@ -100,7 +101,7 @@ def test_run_folder_holds_table_figures_and_videos(tiny_run):
 
 def test_resume_reuses_finished_variants_and_reruns_changed_ones(tiny_run, caplog):
     config_file, run_dir, _ = tiny_run
-    settings = yaml.safe_load(config_file.read_text())
+    settings = yaml.safe_load(config_file.read_text()) | {"training_free": ["sliding_tile"]}  # as the fixture's --set
     before = {path.parent.name: path.read_text() for path in run_dir.glob("variants/*/result.json")}
 
     # a different static sparsity changes only that variant's key
@@ -196,3 +197,59 @@ def test_cli_bad_config_exit_code(tmp_path, caplog):
     config_file.write_text(yaml.safe_dump({"model": str(tmp_path / "absent"), "repeats": -1}))
     assert main(["evaluate", "--config", str(config_file)]) == 2
     assert "repeats must be an int >= 1" in caplog.text
+
+
+def test_set_overrides_are_read_as_yaml():
+    from blade.cli.settings import parse_settings
+
+    assert parse_settings(["max_prompts=4", "prompts=toy:heldin", "training_free=[]", "dense_lora=null"]) == {
+        "max_prompts": 4, "prompts": "toy:heldin", "training_free": [], "dense_lora": None}
+    with pytest.raises(ValueError, match="invalid --set item 'max_prompts': expected KEY=VALUE"):
+        parse_settings(["max_prompts"])
+    with pytest.raises(ValueError, match="training_free: '\\[asa' is not valid YAML"):
+        parse_settings(["training_free=[asa"])
+
+
+def test_cli_unknown_set_key_exit_code(tmp_path, caplog):
+    from blade.cli import main
+
+    config_file = tmp_path / "eval.yaml"
+    config_file.write_text(yaml.safe_dump({"model": str(tmp_path / "absent")}))
+    assert main(["evaluate", "--config", str(config_file), "--set", "max_promtps=4"]) == 2
+    assert "unknown evaluation settings ['max_promtps']" in caplog.text
+
+
+def test_single_repeat_untimed_recording(toy_model, toy_lora, tmp_path):
+    """repeats = 1: a patched variant records in an extra untimed generation, then times one clean one."""
+    from blade.evaluation.sampling import generations_per_prompt
+
+    assert [generations_per_prompt(True, 1), generations_per_prompt(False, 1), generations_per_prompt(True, 3)] == [2, 1, 3]
+    variants = [
+        {"name": "teacher_8step", "sampler": "pipeline", "steps": 2, "guidance": 1.0},
+        # a LoRA named by path in the variant, with no run-wide lora
+        {"name": "student_asa", "lora": str(toy_lora), "attention": "asa", "sampler": "student", "steps": 2, "eta": 0.9},
+    ]
+    settings = _settings(toy_model, toy_lora, tmp_path, repeats=1, max_prompts=1, variants=variants, dense_lora=None,
+                         lora=None, reference="teacher_8step")
+    missing = settings | {"variants": [variants[0], variants[1] | {"lora": str(tmp_path / "absent")}]}
+    with pytest.raises(FileNotFoundError, match="lora of variant 'student_asa' .*absent"):
+        evaluate(EvalConfig.from_dict(missing), progress=False)
+    torch.set_num_threads(1)
+    metrics = evaluate(EvalConfig.from_dict(settings), progress=False)
+    by_name = {entry["name"]: entry for entry in metrics["variants"]}
+    for name in by_name:
+        result = json.loads((tmp_path / "tiny" / "variants" / name / "result.json").read_text())
+        assert [len(s) for s in result["seconds"]] == [1]
+    # recorded once: 1 prompt x 2 steps x 1 layer, not again in the timed generation
+    assert by_name["student_asa"]["recorded_calls"] == 2
+    assert by_name["teacher_8step"]["recorded_calls"] == 0
+
+
+@pytest.mark.parametrize("name", ["toy.yaml", "toy-students.yaml"])
+def test_shipped_configs_parse(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "evaluate" / name
+    config = EvalConfig.from_file(path)
+    assert config.model == "data/models/toy-wan"
+    assert config.reference in [variant.name for variant in config.variants]
