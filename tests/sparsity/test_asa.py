@@ -86,6 +86,34 @@ def test_matches_float64_reference_forward_and_backward(text_position, merge_gra
         torch.testing.assert_close(got.grad.double(), want.grad, atol=5e-5, rtol=1e-3, msg=f"grad of {name}")
 
 
+@pytest.mark.parametrize("text_position", ["prefix", "suffix"])
+def test_inference_forward_matches_float64_reference(text_position):
+    """Without gradients the global branch takes the fused CPU path; same reference as training."""
+    grid, text = (3, 5, 7), 10
+    config = BladeConfig(**SMALL)
+    q, k, v = _inputs((2, 2, 115, 8), seed=2)
+    with torch.no_grad():
+        out, stats = asa_attention(
+            q, k, v, grid_thw=grid, config=config, generator=torch.Generator().manual_seed(0),
+            text_tokens=text, text_position=text_position, record=True,
+        )
+    expected = _reference(q.double(), k.double(), v.double(), stats["block_mask"], grid=grid, config=config,
+                          text_tokens=text, text_position=text_position, merge_grad=False)
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=1e-4)
+
+
+def test_pooled_fused_path_equals_chunked_path():
+    from blade.sparsity.pooled import pooled_attention
+
+    q, k, v = _inputs((2, 3, 101, 16), seed=5)  # 101 tokens in groups of 7: the last group has 3
+    with torch.no_grad():
+        fused_out, fused_lse = pooled_attention(q, k, v, group=7)
+    grads = [x.clone().requires_grad_() for x in (q, k, v)]
+    chunked_out, chunked_lse = pooled_attention(*grads, group=7)
+    torch.testing.assert_close(fused_out, chunked_out.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused_lse, chunked_lse.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_merge_grad_changes_gradients():
     grid = (3, 5, 7)
     q, k, v = _inputs((1, 2, 105, 8), grad=True)
