@@ -19,7 +19,7 @@ def parse_settings(items: list[str]) -> dict:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"invalid --set item {item!r}: expected KEY=VALUE, e.g. --set max_prompts=4")
+            raise ValueError(f"invalid --set item {item!r}: expected KEY=VALUE, e.g. --set seed=1")
         try:
             settings[key.strip()] = yaml.safe_load(text)
         except yaml.YAMLError as error:
