@@ -79,12 +79,6 @@ def _check_inputs(config: EvalConfig) -> None:
             )
 
 
-def _fingerprint(path) -> str:
-    from blade.generate.prepare import stat_fingerprint
-
-    return stat_fingerprint(path)
-
-
 def variant_key(config: EvalConfig, variant: VariantSpec, prompts: list[str], sparsity, fingerprints: dict) -> str:
     """Hex SHA-256 of everything a variant's videos and timings depend on.
 
@@ -93,7 +87,8 @@ def variant_key(config: EvalConfig, variant: VariantSpec, prompts: list[str], sp
         variant: the variant.
         prompts: the prompt texts.
         sparsity: the resolved static-mask sparsity, or None.
-        fingerprints: "model", "lora", "dense_lora" -> `stat_fingerprint` of each path (or None).
+        fingerprints: "model", "lora", "dense_lora" and the LoRA path of each variant that names one ->
+            `stat_fingerprint` of each path (or None).
     """
     import dataclasses
 
@@ -103,7 +98,6 @@ def variant_key(config: EvalConfig, variant: VariantSpec, prompts: list[str], sp
         "sparsity": sparsity,
         "prompts": prompts,
         "fingerprints": fingerprints,
-        "variant_lora": None if variant.lora in (False, True, "dense") else _fingerprint(variant.lora),
         **{name: getattr(config, name) for name in
            ("model", "seed", "repeats", "height", "width", "frames", "max_sequence_length", "device", "dtype")},
         "torch": torch.__version__,
@@ -185,6 +179,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> dict:
     atomic_write_json(run_dir / "config.json", config.to_dict() | {"run_id": run_id, "resolved_prompts": prompts})
     fingerprints = {name: None if getattr(config, name) is None else stat_fingerprint(getattr(config, name))
                     for name in ("model", "lora", "dense_lora")}
+    for variant in config.variants:
+        if variant.lora not in (False, True, "dense"):
+            fingerprints[variant.lora] = stat_fingerprint(variant.lora)
     toy_config = toy_config_of(config.model)
     context = None
     results: dict[str, dict] = {}

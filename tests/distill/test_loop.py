@@ -70,7 +70,7 @@ def test_guard_skips_every_abnormal_fake_update(wan_embeddings, tmp_path):
 
 
 def test_cli_trains_and_the_student_lora_loads_into_a_patched_pipeline(wan_embeddings, tmp_path):
-    # the file asks for 5 steps; --set overrides it with 2
+    # the file sets 5 steps, and --set overrides it with 2
     config = tiny_config(wan_embeddings, tmp_path / "run", max_train_steps=5, mixed_precision="bf16").to_dict()
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
