@@ -109,5 +109,9 @@ def load_pipeline(path, *, dtype=None, device=None):
     pipeline = pipeline_class.from_pretrained(str(path), **kwargs)
     if device is not None:
         pipeline = pipeline.to(device)
-    logger.info("loaded %s pipeline from %s (dtype %s, device %s)", family, path, torch_dtype, device)
+    weights = next(pipeline.transformer.parameters())
+    logger.info(
+        "loaded %s pipeline from %s (transformer %s on %s%s)",
+        family, path, weights.dtype, weights.device, "" if torch_dtype is not None else ", stored dtypes",
+    )
     return pipeline

@@ -24,6 +24,7 @@ def plot_speed_quality(metrics: dict, quality: str | None = None):
     if quality not in ("attribute_accuracy", "psnr", "ssim"):
         raise ValueError(f"quality must be 'attribute_accuracy', 'psnr' or 'ssim', got {quality!r}")
     fig, ax = plt.subplots(figsize=(6, 4))
+    points = []
     for entry in variants:
         y = entry["toybench"]["attribute_accuracy"] if quality == "attribute_accuracy" and entry.get("toybench") \
             else entry.get(quality)
@@ -32,9 +33,11 @@ def plot_speed_quality(metrics: dict, quality: str | None = None):
         if y is None:
             continue
         ax.scatter(entry["speedup"], y, s=40, zorder=3)
-        ax.annotate(f"{entry['name']}\n(sparsity {entry['attention_sparsity']:.2f})", (entry["speedup"], y),
-                    textcoords="offset points", xytext=(5, 4), fontsize=7)
+        points.append((f"{entry['name']}\n(sparsity {entry['attention_sparsity']:.2f})", entry["speedup"], y))
     ax.set_xscale("log")
+    ax.autoscale_view()
+    for (label, x, y), offset in zip(points, _label_offsets(ax, points)):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, offset), fontsize=7, va="bottom")
     ax.set_xlabel(f"speedup over {metrics['reference']} (end to end, measured in this run)")
     ax.set_ylabel({"attribute_accuracy": "ToyBench attribute accuracy", "psnr": f"PSNR vs {metrics['reference']} (dB)",
                    "ssim": f"SSIM vs {metrics['reference']}"}[quality])
@@ -42,6 +45,34 @@ def plot_speed_quality(metrics: dict, quality: str | None = None):
     ax.set_title("Speed and quality per variant")
     fig.tight_layout()
     return fig
+
+
+# Label box estimate in points at fontsize 7: about 4.2 points per character, 20 points for two lines.
+_CHARACTER_WIDTH, _LABEL_HEIGHT = 4.2, 20.0
+
+
+def _label_offsets(ax, points: list[tuple[str, float, float]]) -> list[float]:
+    """Vertical offsets (points) that keep the two-line labels of nearby points from overlapping.
+
+    ToyBench accuracies are multiples of 1 / (3 * prompts), so variants often share a y value. Each
+    label goes just above its point, or below the labels already placed where it would overlap them.
+    """
+    to_points = 72.0 / ax.figure.dpi
+    placed: list[tuple[float, float, float]] = []  # left, bottom and right of placed labels, in points
+    offsets = []
+    for label, x, y in points:
+        px, py = (value * to_points for value in ax.transData.transform((x, y)))
+        width = _CHARACTER_WIDTH * max(len(line) for line in label.splitlines())
+        offset = 4.0
+
+        def overlaps(left, bottom, right):
+            return left < px + width and px < right and abs(py + offset - bottom) < _LABEL_HEIGHT
+
+        while any(overlaps(*box) for box in placed):
+            offset -= _LABEL_HEIGHT + 2.0
+        placed.append((px, py + offset, px + width))
+        offsets.append(offset)
+    return offsets
 
 
 def frame_grid(videos: dict[str, np.ndarray], frame_index: int | None = None, max_columns: int = 6) -> np.ndarray:

@@ -206,8 +206,9 @@ def _prepare_run_dir(run_dir: Path, config: ToyTeacherConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-        if saved != json.loads(json.dumps(config.to_dict())):
+        # Read through from_dict, so a field added later with a default matches a run that predates it.
+        saved = ToyTeacherConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        if saved != config:
             raise ValueError(
                 f"{run_dir} contains a run with a different config ({config_path}); "
                 "pass the same config to resume, or choose a new run folder"

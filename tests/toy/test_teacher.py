@@ -5,6 +5,7 @@ import torch
 from diffusers import WanPipeline
 from torch.utils.flop_counter import FlopCounterMode
 
+from blade.prompts.encoder import PromptEncoder
 from blade.toy.teacher import (
     ToyTeacherConfig,
     TrainStage,
@@ -12,6 +13,7 @@ from blade.toy.teacher import (
     build_pipeline,
     load_config,
     save_pipeline,
+    toy_word_tokenizer,
     video_tokens,
 )
 
@@ -45,8 +47,9 @@ def test_flop_share_against_counted_linear_flops():
     assert attention_flop_share(config, tokens) == pytest.approx(counted_share, rel=0.02)
 
 
-def test_pipeline_round_trip(tmp_path):
-    config = dataclasses.replace(ToyTeacherConfig(), num_layers=1)
+@pytest.mark.parametrize("tokenizer", ["byte", "word"])
+def test_pipeline_round_trip(tmp_path, tokenizer):
+    config = dataclasses.replace(ToyTeacherConfig(), num_layers=1, tokenizer=tokenizer)
     pipeline = build_pipeline(config)
     save_pipeline(pipeline, config, tmp_path / "toy-wan")
     save_pipeline(pipeline, config, tmp_path / "toy-wan")  # replacing an existing folder works
@@ -60,6 +63,52 @@ def test_pipeline_round_trip(tmp_path):
     b = loaded(**kwargs, generator=torch.Generator().manual_seed(0)).frames
     assert a.shape == (1, 5, 16, 32, 3)
     assert (a == b).all()
+    assert type(loaded.tokenizer) is type(pipeline.tokenizer)
+
+
+def test_word_tokenizer_ids():
+    tokenizer = toy_word_tokenizer(64)
+    ids = tokenizer("a red circle moving left")["input_ids"]
+    assert len(ids) == 6
+    assert ids[-1] == tokenizer.eos_token_id == 1
+    assert len(set(ids)) == 6
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer("A  RED Circle moving LEFT")["input_ids"] == ids
+    assert tokenizer("a red blob moving left")["input_ids"][2] == tokenizer.unk_token_id == 2
+    assert tokenizer.pad_token_id == 0
+    assert tokenizer.model_max_length == 64
+
+
+def test_word_tokens_distinguish_every_attribute():
+    from blade.toy.prompts import all_prompts
+
+    tokenizer = toy_word_tokenizer(64)
+    encoded = {tuple(tokenizer(p.text)["input_ids"]) for p in all_prompts()}
+    assert len(encoded) == len(all_prompts())
+    assert max(max(ids) for ids in encoded) < 384  # fits the encoder's embedding table
+
+
+def test_tokenizer_choice_keeps_initial_weights():
+    config = dataclasses.replace(ToyTeacherConfig(), num_layers=1)
+    byte = build_pipeline(dataclasses.replace(config, tokenizer="byte"))
+    word = build_pipeline(dataclasses.replace(config, tokenizer="word"))
+    for name in ("transformer", "text_encoder", "vae"):
+        word_state = getattr(word, name).state_dict()
+        for key, value in getattr(byte, name).state_dict().items():
+            assert torch.equal(value, word_state[key]), f"{name}.{key}"
+
+
+def test_word_tokenizer_folder_embeds_with_zero_padding(tmp_path):
+    config = dataclasses.replace(ToyTeacherConfig(), num_layers=1, tokenizer="word")
+    save_pipeline(build_pipeline(config), config, tmp_path / "toy-wan")
+    encoder = PromptEncoder(tmp_path / "toy-wan")
+    embeddings, lengths, truncated = encoder.encode(["a red circle moving left", "a cyan cross moving up"])
+    assert embeddings.shape == (2, config.text_len, config.text_dim)
+    assert lengths.tolist() == [6, 6]
+    assert not truncated.any()
+    assert (embeddings[:, 6:] == 0).all()
+    assert (embeddings[:, :6].abs().sum(dim=-1) > 0).all()
+    assert not torch.equal(embeddings[0, :6], embeddings[1, :6])
 
 
 def test_same_seed_same_weights():
@@ -78,6 +127,8 @@ def test_bad_config_raises():
         ToyTeacherConfig(height=40)
     with pytest.raises(ValueError, match="stage"):
         ToyTeacherConfig(stages=(TrainStage(num_frames=8, height=32, width=32, batch_size=1, steps=1),))
+    with pytest.raises(ValueError, match="tokenizer must be one of"):
+        ToyTeacherConfig(tokenizer="bpe")
     with pytest.raises(ValueError, match="unknown ToyTeacherConfig fields"):
         ToyTeacherConfig.from_dict({"hidden": 3})
     with pytest.raises(FileNotFoundError, match="toy teacher folder"):
