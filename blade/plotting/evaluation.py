@@ -52,7 +52,7 @@ _CHARACTER_WIDTH, _LABEL_HEIGHT = 4.2, 20.0
 
 
 def _label_offsets(ax, points: list[tuple[str, float, float]]) -> list[float]:
-    """Vertical offsets (points) that keep the two-line labels of nearby points from overlapping.
+    """Return vertical offsets in points that keep the two-line labels of nearby points apart.
 
     ToyBench accuracies are multiples of 1 / (3 * prompts), so variants often share a y value. Each
     label goes just above its point, or below the labels already placed where it would overlap them.
@@ -64,11 +64,10 @@ def _label_offsets(ax, points: list[tuple[str, float, float]]) -> list[float]:
         px, py = (value * to_points for value in ax.transData.transform((x, y)))
         width = _CHARACTER_WIDTH * max(len(line) for line in label.splitlines())
         offset = 4.0
-
-        def overlaps(left, bottom, right):
-            return left < px + width and px < right and abs(py + offset - bottom) < _LABEL_HEIGHT
-
-        while any(overlaps(*box) for box in placed):
+        while any(
+            left < px + width and px < right and abs(py + offset - bottom) < _LABEL_HEIGHT
+            for left, bottom, right in placed
+        ):
             offset -= _LABEL_HEIGHT + 2.0
         placed.append((px, py + offset, px + width))
         offsets.append(offset)

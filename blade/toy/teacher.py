@@ -7,8 +7,8 @@ so a saved folder loads with ``WanPipeline.from_pretrained`` through the same co
 folder.
 
 Tokenizer. Trained jointly from scratch, the text encoder has to find each attribute in the prompt.
-With one token per word it gets each attribute as its own embedding; with bytes it must first learn
-to spell. In a side-by-side run of 200 steps at 17 x 32 x 32, swapping the colour word raised the
+With one token per word it gets each attribute as its own embedding, but with bytes it must first
+learn to spell. In a side-by-side run of 200 steps at 17 x 32 x 32, swapping the colour word raised the
 flow-matching loss at sigma 0.8 by 70% with words and by 7% with bytes.
 
 Sizing (defaults). The VAE halves space and time (``dim_mult`` of length 2, one temporal
@@ -45,11 +45,11 @@ _BYTE_VOCAB_SIZE = 384
 
 
 def toy_word_tokenizer(text_len: int):
-    """Word-level tokenizer for the toy grammar, built offline (no vocabulary download).
+    """Build a word-level tokenizer for the toy grammar offline, with no vocabulary download.
 
-    Ids follow T5's convention (0 padding, 1 end of text, 2 unknown); the words "a", "moving" and every
-    colour, shape and direction get ids 3 and up. Text is lower-cased and split on whitespace; any
-    other word becomes the unknown token, so a prompt outside the grammar still encodes.
+    Ids follow T5's convention: 0 is padding, 1 the end of text and 2 unknown. The words "a", "moving"
+    and every colour, shape and direction get ids 3 and up. Text is lower-cased and split on
+    whitespace. Any other word becomes the unknown token, so a prompt outside the grammar still encodes.
 
     Returns:
         a ``transformers.PreTrainedTokenizerFast`` that appends the end token and declares
@@ -157,7 +157,7 @@ class ToyTeacherConfig:
                 f"height and width must be multiples of 16 (WanPipeline checks this), got {self.height} x {self.width}"
             )
         if self.tokenizer not in TOKENIZERS:
-            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+            raise ValueError(f"invalid tokenizer {self.tokenizer!r}: set it to one of {TOKENIZERS}")
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         for stage in self.stages:

@@ -127,7 +127,7 @@ def test_bad_config_raises():
         ToyTeacherConfig(height=40)
     with pytest.raises(ValueError, match="stage"):
         ToyTeacherConfig(stages=(TrainStage(num_frames=8, height=32, width=32, batch_size=1, steps=1),))
-    with pytest.raises(ValueError, match="tokenizer must be one of"):
+    with pytest.raises(ValueError, match="invalid tokenizer"):
         ToyTeacherConfig(tokenizer="bpe")
     with pytest.raises(ValueError, match="unknown ToyTeacherConfig fields"):
         ToyTeacherConfig.from_dict({"hidden": 3})
