@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; set it back at once.
+def default_file_mode() -> int:
+    """Return the permissions a plain `open(path, "w")` gives a new file: 0666 minus the umask."""
+    # os.umask can only be read by setting it, so set it back at once.
     current = os.umask(0)
     os.umask(current)
-    return current
+    return 0o666 & ~current
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
@@ -42,7 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, su
         write(temporary)
         with temporary.open("rb+") as written:
             os.fsync(written.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, default_file_mode())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from blade.io import atomic_write
+from blade.io import atomic_write, default_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ def save_lora(transformer, folder: str | Path, adapter_name: str = "student") ->
         _pipeline_class(transformer).save_lora_weights(
             temp, transformer_lora_layers=state, safe_serialization=True, transformer_lora_adapter_metadata=metadata
         )
-        target = folder / LORA_WEIGHT_NAME
-        os.replace(Path(temp) / LORA_WEIGHT_NAME, target)
+        written, target = Path(temp) / LORA_WEIGHT_NAME, folder / LORA_WEIGHT_NAME
+        # safetensors creates the file private (0600), which other users of a shared results folder cannot read.
+        os.chmod(written, default_file_mode())
+        os.replace(written, target)
     return target
 
 

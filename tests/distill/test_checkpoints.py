@@ -1,19 +1,14 @@
 """Checkpoint files: optimizer state through safetensors + JSON, atomic folders, keeping the last M."""
 
+import pytest
 import torch
+from accelerate import Accelerator
 
 from blade.distill import checkpoints
 
 
-class _SingleProcess:
-    """The part of accelerate.Accelerator that write_checkpoint uses, for one process."""
-
-    is_main_process = True
-    process_index = 0
-    num_processes = 1
-
-    def wait_for_everyone(self):
-        pass
+def _accelerator():
+    return Accelerator(cpu=True, mixed_precision="no")
 
 
 def test_optimizer_state_round_trip():
@@ -32,7 +27,7 @@ def test_optimizer_state_round_trip():
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
-    accelerator = _SingleProcess()
+    accelerator = _accelerator()
     for step in (2, 4, 6):
         checkpoints.write_checkpoint(accelerator, tmp_path, step, {"w": torch.full((2,), float(step))},
                                      {"step": step}, {"cpu": torch.get_rng_state()}, keep=2)
@@ -43,3 +38,29 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     tensors, state, rng = checkpoints.read_checkpoint(checkpoints.latest_checkpoint(tmp_path), rank=0)
     assert state == {"step": 6, "world_size": 1} and torch.equal(tensors["w"], torch.full((2,), 6.0))
     assert torch.equal(rng["cpu"], torch.get_rng_state())
+
+
+def test_write_interrupted_midway_keeps_last_checkpoint(tmp_path):
+    accelerator = _accelerator()
+    checkpoints.write_checkpoint(accelerator, tmp_path, 2, {"w": torch.full((2,), 2.0)}, {"step": 2},
+                                 {"cpu": torch.get_rng_state()}, keep=2)
+
+    def crash(folder):
+        # The shared tensors and state are written by now, and the run dies before the rename.
+        assert (folder / checkpoints.STATE_TENSORS).is_file()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.write_checkpoint(accelerator, tmp_path, 4, {"w": torch.full((2,), 4.0)}, {"step": 4},
+                                     {"cpu": torch.get_rng_state()}, keep=2, write_extra=crash)
+    assert (tmp_path / ".checkpoint-0000004.partial").is_dir()
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["checkpoint-0000002"]
+    tensors, state, _ = checkpoints.read_checkpoint(checkpoints.latest_checkpoint(tmp_path), rank=0)
+    assert state == {"step": 2, "world_size": 1}
+    assert torch.equal(tensors["w"], torch.full((2,), 2.0))
+
+    # Writing step 4 again replaces the leftover partial folder.
+    checkpoints.write_checkpoint(accelerator, tmp_path, 4, {"w": torch.full((2,), 4.0)}, {"step": 4},
+                                 {"cpu": torch.get_rng_state()}, keep=2)
+    assert not (tmp_path / ".checkpoint-0000004.partial").exists()
+    assert checkpoints.latest_checkpoint(tmp_path).name == "checkpoint-0000004"

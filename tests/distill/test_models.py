@@ -1,6 +1,7 @@
 """Role switching on one base transformer against the unpatched model, and LoRA files."""
 
 import copy
+import os
 
 import pytest
 import torch
@@ -87,8 +88,13 @@ def test_lora_round_trip_through_the_diffusers_format(wan_setup, tmp_path):
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(2)))
     with models.role("student"):
         expected = _run(models.transformer, inputs)
-    path = save_lora(models.transformer, tmp_path)
+    previous_umask = os.umask(0o022)
+    try:
+        path = save_lora(models.transformer, tmp_path)
+    finally:
+        os.umask(previous_umask)
     assert path.name == "pytorch_lora_weights.safetensors"
+    assert path.stat().st_mode & 0o777 == 0o644
 
     fresh = tiny_wan_pipeline(seed=0)
     apply_blade(fresh.transformer, SMALL_ASA)

@@ -21,9 +21,11 @@ def test_two_ranks_end_identical(wan_embeddings, tmp_path):
     config = tiny_config(wan_embeddings, tmp_path / "run", max_train_steps=2, batch_size=2, checkpoint_every=0)
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config.to_dict()))
-    # `accelerate launch --cpu --num_processes 2` silently starts one process; torchrun starts two.
+    # Without GPUs, accelerate 1.16 starts several local processes only with --multi_gpu, and they run on
+    # CPU with gloo. With --cpu in its place it silently starts one process.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "tests" / "distill" / "two_rank_worker.py"), str(config_path), str(tmp_path)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr[-4000:]
