@@ -374,6 +374,9 @@ def train(config: DistillConfig, *, resume: bool | str | Path = False, accelerat
         else:
             trainer.load(path)
     if accelerator.is_main_process:
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+        logger.info("training on %d process(es), device %s, process group backend %s",
+                    accelerator.num_processes, accelerator.device, backend)
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(output_dir / "config.json", config.to_dict())
         if trainer.step:

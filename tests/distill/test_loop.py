@@ -1,6 +1,7 @@
 """The distillation loop on the tiny Wan teacher: outputs, exact resume, the guard, the CLI."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -57,8 +58,10 @@ def test_resume_rejects_changed_settings(wan_embeddings, tmp_path):
         train(tiny_config(wan_embeddings, tmp_path, max_train_steps=3, eta=0.5), resume=True)
 
 
-def test_guard_skips_every_abnormal_fake_update(wan_embeddings, tmp_path):
+def test_guard_skips_every_abnormal_fake_update(wan_embeddings, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="blade.distill.loop")
     result = train(tiny_config(wan_embeddings, tmp_path, max_train_steps=2, fake_loss_threshold=1e-6))
+    assert "training on 1 process(es), device cpu, process group backend none" in caplog.text
     assert result.fake_skipped == 2
     assert [row["fake_updates_kept"] for row in result.metrics] == [0, 0]
     tensors = load_file(str(checkpoints.latest_checkpoint(tmp_path / "checkpoints") / "state.safetensors"))

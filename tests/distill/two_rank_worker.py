@@ -1,6 +1,6 @@
 """Worker of the two-process test: train from a JSON config, then dump this rank's student LoRA.
 
-Run as `python -m torch.distributed.run --standalone --nproc_per_node 2 two_rank_worker.py CONFIG OUT`.
+Run as `python -m accelerate.commands.launch --multi_gpu --num_processes 2 two_rank_worker.py CONFIG OUT`.
 """
 
 import json
