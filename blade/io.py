@@ -10,12 +10,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def default_file_mode() -> int:
-    """Return the permissions a plain `open(path, "w")` gives a new file: 0666 minus the umask."""
+def _umask() -> int:
     # os.umask can only be read by setting it, so set it back at once.
     current = os.umask(0)
     os.umask(current)
-    return 0o666 & ~current
+    return current
+
+
+def default_file_mode() -> int:
+    """Return the permissions a plain `open(path, "w")` gives a new file: 0666 minus the umask."""
+    return 0o666 & ~_umask()
+
+
+def apply_default_permissions(path: str | os.PathLike) -> None:
+    """Give `path`, and everything beneath it if it is a folder, the modes `open` or `mkdir` would give.
+
+    Files get 0666 minus the umask and folders 0777 minus the umask. safetensors writes its files as
+    0600 and `tempfile.mkdtemp` creates 0700 folders, which other users of a shared folder cannot read.
+    """
+    path = Path(path)
+    umask = _umask()
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for entry in entries:
+        os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~umask)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:

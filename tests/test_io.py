@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from blade.io import atomic_save_safetensors, atomic_write, atomic_write_json, atomic_write_text
+from blade.io import apply_default_permissions, atomic_save_safetensors, atomic_write, atomic_write_json, atomic_write_text
 
 
 def test_written_file_gets_umask_permissions(tmp_path):
@@ -43,3 +43,18 @@ def test_safetensors_round_trip(tmp_path):
     tensors = {"w": torch.arange(6, dtype=torch.float32).view(2, 3).t()}  # non-contiguous on purpose
     path = atomic_save_safetensors(tmp_path / "w.safetensors", tensors, metadata={"k": "v"})
     assert torch.equal(load_file(path)["w"], tensors["w"])
+
+
+def test_default_permissions_reach_nested_entries(tmp_path):
+    folder = tmp_path / "staging"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "weights.safetensors").write_bytes(b"x")
+    os.chmod(folder / "sub" / "weights.safetensors", 0o600)
+    os.chmod(folder / "sub", 0o700)
+    previous = os.umask(0o022)
+    try:
+        apply_default_permissions(folder)
+    finally:
+        os.umask(previous)
+    assert (folder / "sub").stat().st_mode & 0o777 == 0o755
+    assert (folder / "sub" / "weights.safetensors").stat().st_mode & 0o777 == 0o644

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from blade.io import atomic_write, default_file_mode
+from blade.io import apply_default_permissions, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ def save_lora(transformer, folder: str | Path, adapter_name: str = "student") ->
             temp, transformer_lora_layers=state, safe_serialization=True, transformer_lora_adapter_metadata=metadata
         )
         written, target = Path(temp) / LORA_WEIGHT_NAME, folder / LORA_WEIGHT_NAME
-        # safetensors creates the file private (0600), which other users of a shared results folder cannot read.
-        os.chmod(written, default_file_mode())
+        apply_default_permissions(written)
         os.replace(written, target)
     return target
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from blade.io import apply_default_permissions, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 LATEST = "latest.json"
@@ -24,12 +26,7 @@ LATEST = "latest.json"
 
 def write_json(path: str | os.PathLike, payload: dict) -> None:
     """Write ``payload`` as indented JSON atomically (temporary file then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(f.name, path)
+    atomic_write_json(path, payload)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -92,6 +89,7 @@ def save_checkpoint(
     if config is not None:
         write_json(staging / "config.json", config)
     write_json(staging / "state.json", payload)
+    apply_default_permissions(staging)
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)

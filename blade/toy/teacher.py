@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from blade.io import apply_default_permissions
+
 logger = logging.getLogger(__name__)
 
 
@@ -276,6 +278,7 @@ def save_pipeline(pipeline, config: ToyTeacherConfig, directory: str | os.PathLi
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     pipeline.save_pretrained(staging, safe_serialization=True)
     (staging / "toy_teacher_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    apply_default_permissions(staging)
     if directory.exists():
         retired = directory.with_name(f".{directory.name}-old")
         if retired.exists():

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -49,3 +50,16 @@ def test_keeps_newest_and_ignores_partial_writes(tmp_path):
     json.dump({"checkpoint": "step-0000009", "step": 9}, open(tmp_path / "latest.json", "w"))
     with pytest.raises(FileNotFoundError, match="no state.json"):
         latest_checkpoint(tmp_path)
+
+
+def test_checkpoint_files_get_umask_permissions(tmp_path):
+    model, optimizer = _model_and_optimizer(0)
+    previous = os.umask(0o022)
+    try:
+        folder = save_checkpoint(tmp_path, 3, {"net": model}, optimizer, {}, config={"seed": 0})
+    finally:
+        os.umask(previous)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    for name in ("net.safetensors", "optimizer.safetensors", "state.json", "config.json"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o644, name
+    assert (tmp_path / "latest.json").stat().st_mode & 0o777 == 0o644
