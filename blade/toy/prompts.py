@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from blade.io import atomic_write_text
 
 # RGB in [0, 1]; the renderer maps them to [-1, 1]. Saturated primaries and secondaries are far
 # apart from each other and from the black background, so nearest-palette colour reading is robust.
@@ -125,11 +126,7 @@ def write_prompt_lists(directory: str | os.PathLike) -> dict[str, Path]:
     lists = {"train": train_prompts(), "heldout": heldout_prompts(), "demo": demo_prompts()}
     written = {}
     for name, prompts in lists.items():
-        path = directory / f"{name}.txt"
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp") as f:
-            f.write("".join(p.text + "\n" for p in prompts))
-        os.replace(f.name, path)
-        written[name] = path
+        written[name] = atomic_write_text(directory / f"{name}.txt", "".join(p.text + "\n" for p in prompts))
     return written
 
 

@@ -1,4 +1,6 @@
 import itertools
+import os
+import stat
 
 import pytest
 
@@ -49,6 +51,19 @@ def test_shipped_lists_match_grammar(tmp_path):
         with open(shipped, encoding="utf-8") as f:
             assert f.read() == path.read_text(encoding="utf-8"), f"{shipped} is stale; rerun write_prompt_lists"
     assert read_prompt_list(written["heldout"]) == heldout_prompts()
+
+
+def test_prompt_lists_get_umask_permissions(tmp_path):
+    """Under umask 022 the lists are 0644, readable by other users, not private like a mkstemp file."""
+    previous = os.umask(0o022)
+    try:
+        written = write_prompt_lists(tmp_path)
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in written.values()} == {0o644}
+
+    # No temporary file is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.txt", "heldout.txt", "train.txt"]
 
 
 def test_bad_prompts_raise(tmp_path):
