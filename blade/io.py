@@ -17,11 +17,6 @@ def _umask() -> int:
     return current
 
 
-def default_file_mode() -> int:
-    """Return the permissions a plain `open(path, "w")` gives a new file: 0666 minus the umask."""
-    return 0o666 & ~_umask()
-
-
 def apply_default_permissions(path: str | os.PathLike) -> None:
     """Give `path`, and everything beneath it if it is a folder, the modes `open` or `mkdir` would give.
 
@@ -60,7 +55,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, su
         write(temporary)
         with temporary.open("rb+") as written:
             os.fsync(written.fileno())
-        os.chmod(temporary, default_file_mode())
+        apply_default_permissions(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

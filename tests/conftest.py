@@ -4,6 +4,7 @@ folder, the `python3` kernel that the notebook tests run papermill with, and a t
 with a student LoRA for `blade evaluate` and notebook 04."""
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -22,6 +23,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def umask_022():
+    """Set the process umask to 022, the common default, for one test and restore it afterwards."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 @pytest.fixture(scope="session")

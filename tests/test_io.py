@@ -9,12 +9,8 @@ from safetensors.torch import load_file
 from blade.io import apply_default_permissions, atomic_save_safetensors, atomic_write, atomic_write_json, atomic_write_text
 
 
-def test_written_file_gets_umask_permissions(tmp_path):
-    previous = os.umask(0o022)
-    try:
-        path = atomic_write_json(tmp_path / "sub" / "data.json", {"a": 1})
-    finally:
-        os.umask(previous)
+def test_written_file_gets_umask_permissions(tmp_path, umask_022):
+    path = atomic_write_json(tmp_path / "sub" / "data.json", {"a": 1})
     assert path.read_text() == '{\n  "a": 1\n}\n'
     assert path.stat().st_mode & 0o777 == 0o644
 
@@ -45,16 +41,12 @@ def test_safetensors_round_trip(tmp_path):
     assert torch.equal(load_file(path)["w"], tensors["w"])
 
 
-def test_default_permissions_reach_nested_entries(tmp_path):
+def test_default_permissions_reach_nested_entries(tmp_path, umask_022):
     folder = tmp_path / "staging"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "weights.safetensors").write_bytes(b"x")
     os.chmod(folder / "sub" / "weights.safetensors", 0o600)
     os.chmod(folder / "sub", 0o700)
-    previous = os.umask(0o022)
-    try:
-        apply_default_permissions(folder)
-    finally:
-        os.umask(previous)
+    apply_default_permissions(folder)
     assert (folder / "sub").stat().st_mode & 0o777 == 0o755
     assert (folder / "sub" / "weights.safetensors").stat().st_mode & 0o777 == 0o644

@@ -24,11 +24,6 @@ logger = logging.getLogger(__name__)
 LATEST = "latest.json"
 
 
-def write_json(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` as indented JSON atomically (temporary file then ``os.replace``)."""
-    atomic_write_json(path, payload)
-
-
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Split an optimizer state into flat tensors (``"<param index>.<name>"``) and JSON param groups."""
     state = optimizer.state_dict()
@@ -87,13 +82,13 @@ def save_checkpoint(
         save_file(tensors, str(staging / "optimizer.safetensors"))
         payload["optimizer_param_groups"] = groups
     if config is not None:
-        write_json(staging / "config.json", config)
-    write_json(staging / "state.json", payload)
+        atomic_write_json(staging / "config.json", config)
+    atomic_write_json(staging / "state.json", payload)
     apply_default_permissions(staging)
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
-    write_json(Path(run_dir) / LATEST, {"checkpoint": final.name, "step": step})
+    atomic_write_json(Path(run_dir) / LATEST, {"checkpoint": final.name, "step": step})
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old)
     logger.info("checkpoint saved: %s", final)

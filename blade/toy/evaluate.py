@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from blade.io import atomic_write_json
 from blade.toy.bench import frechet_video_distance, score_videos
-from blade.toy.checkpoint import write_json
 from blade.toy.data import make_videos, to_uint8, to_vae_layout
 from blade.toy.prompts import COLOURS, DIRECTIONS, SHAPES, ToyPrompt, heldout_prompts, parse_prompt
 from blade.toy.teacher import ToyTeacherConfig
@@ -156,7 +156,7 @@ def evaluate_pipeline(
             save_preview(videos, Path(out_file).with_name(f"{Path(out_file).stem}-{name}.png"))
         logger.info("%s: %s", name, {k: round(v, 4) for k, v in scores["aggregate"].items()})
     if out_file is not None:
-        write_json(out_file, result)
+        atomic_write_json(out_file, result)
     return result
 
 
@@ -222,5 +222,5 @@ def evaluate_teacher(
     result = evaluate_pipeline(pipeline, config, out_file=out_file, **kwargs)
     result["settings"].update(source)  # rewrite the JSON below with where the weights came from
     if out_file is not None:
-        write_json(out_file, result)
+        atomic_write_json(out_file, result)
     return result

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from blade.toy.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json
+from blade.io import atomic_write_json
+from blade.toy.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from blade.toy.data import make_videos, to_vae_layout
 from blade.toy.evaluate import score_vae_reconstruction
 from blade.toy.prompts import BACKGROUND_RGB, heldout_prompts, train_prompts
@@ -214,7 +215,7 @@ def _prepare_run_dir(run_dir: Path, config: ToyTeacherConfig) -> None:
                 "pass the same config to resume, or choose a new run folder"
             )
     else:
-        write_json(config_path, config.to_dict())
+        atomic_write_json(config_path, config.to_dict())
 
 
 def train_teacher(

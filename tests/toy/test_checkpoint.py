@@ -1,5 +1,4 @@
 import json
-import os
 
 import pytest
 import torch
@@ -52,13 +51,9 @@ def test_keeps_newest_and_ignores_partial_writes(tmp_path):
         latest_checkpoint(tmp_path)
 
 
-def test_checkpoint_files_get_umask_permissions(tmp_path):
+def test_checkpoint_files_get_umask_permissions(tmp_path, umask_022):
     model, optimizer = _model_and_optimizer(0)
-    previous = os.umask(0o022)
-    try:
-        folder = save_checkpoint(tmp_path, 3, {"net": model}, optimizer, {}, config={"seed": 0})
-    finally:
-        os.umask(previous)
+    folder = save_checkpoint(tmp_path, 3, {"net": model}, optimizer, {}, config={"seed": 0})
     assert folder.stat().st_mode & 0o777 == 0o755
     for name in ("net.safetensors", "optimizer.safetensors", "state.json", "config.json"):
         assert (folder / name).stat().st_mode & 0o777 == 0o644, name

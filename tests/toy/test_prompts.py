@@ -1,5 +1,4 @@
 import itertools
-import os
 import stat
 
 import pytest
@@ -53,13 +52,9 @@ def test_shipped_lists_match_grammar(tmp_path):
     assert read_prompt_list(written["heldout"]) == heldout_prompts()
 
 
-def test_prompt_lists_get_umask_permissions(tmp_path):
+def test_prompt_lists_get_umask_permissions(tmp_path, umask_022):
     """Under umask 022 the lists are 0644, readable by other users, not private like a mkstemp file."""
-    previous = os.umask(0o022)
-    try:
-        written = write_prompt_lists(tmp_path)
-    finally:
-        os.umask(previous)
+    written = write_prompt_lists(tmp_path)
     assert {stat.S_IMODE(path.stat().st_mode) for path in written.values()} == {0o644}
 
     # No temporary file is left behind.
