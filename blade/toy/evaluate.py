@@ -154,7 +154,7 @@ def evaluate_pipeline(
         result[name] = scores
         if out_file is not None:
             save_preview(videos, Path(out_file).with_name(f"{Path(out_file).stem}-{name}.png"))
-        logger.info("%s: %s", name, {k: round(v, 4) for k, v in scores["aggregate"].items()})
+        logger.info("%s: %s", name, {k: v if v is None else round(v, 4) for k, v in scores["aggregate"].items()})
     if out_file is not None:
         atomic_write_json(out_file, result)
     return result

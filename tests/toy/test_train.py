@@ -81,6 +81,15 @@ def test_cli_train_then_evaluate(tiny_config, tmp_path):
             assert aggregate["frechet_distance"] >= 0.0
         assert result["settings"]["num_frames"] == tiny_config.num_frames
 
+    # One prompt per split has no Fréchet distance (a covariance needs two videos) but still scores.
+    out = tmp_path / "single.json"
+    assert main(["toy-teacher", "evaluate", "--model", str(export), "--out", str(out), "--steps", "2", "--limit", "1"]) == 0
+    for split in ("heldin", "heldout"):
+        aggregate = json.loads(out.read_text())[split]["aggregate"]
+        assert aggregate["num_videos"] == 1
+        assert aggregate["frechet_distance"] is None
+        assert 0.0 <= aggregate["attribute_accuracy"] <= 1.0
+
 
 def test_flow_matching_loss_against_reference(tiny_config):
     """Sigma follows the scheduler's shift, x_t = (1 - sigma) x0 + sigma noise, target noise - x0."""
